@@ -1,0 +1,416 @@
+//! Command-line interface: argument parsing and one function per command.
+//! Thin over the library; errors become messages and exit codes here.
+
+mod demo;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, Config};
+use crate::problem::{render, Problem};
+use crate::profile::{self, frame::parse_hex, Profile};
+
+/// Exit code for a configuration error (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code for input data that does not decode (sysexits EX_DATAERR).
+pub const EXIT_DATA: u8 = 65;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fitedge",
+    version,
+    about = "Edge gateway: station instruments to the county platform, durably"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing syntax), e.g. "debug" or "info,fitedge::uplink=debug".
+    #[arg(long, global = true, env = "FITEDGE_LOG")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway daemon.
+    Run {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the config and every profile it uses; exit 78 on problems.
+    Check {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Run the whole pipeline on simulated devices and an embedded broker.
+    Demo(demo::DemoArgs),
+    /// Check or test device profiles.
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+    /// Decode a captured frame with a profile and print the values as JSON.
+    Decode(DecodeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCommand {
+    /// Validate profile files (or every *.toml in directories).
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Run every [[test]] case of the profiles.
+    Test {
+        #[arg(default_value = "device-profiles")]
+        paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, id = "input")]
+pub struct DecodeInput {
+    /// The frame as hex digits.
+    #[arg(long)]
+    hex: Option<String>,
+    /// The frame as text (escapes \r \n \t \xNN are understood).
+    #[arg(long)]
+    text: Option<String>,
+    /// A capture file of raw bytes.
+    #[arg(long)]
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// Profile file to decode with.
+    #[arg(long)]
+    profile: PathBuf,
+    #[command(flatten)]
+    input: DecodeInput,
+}
+
+/// Sets up logging to stderr.
+pub fn init_logging(cli: &Cli) {
+    let default = "info,rumqttd=off,rumqttc=warn";
+    let filter = cli
+        .log
+        .as_deref()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run { config } => run_daemon(&config),
+        Command::Check { config } => check(&config),
+        Command::Demo(args) => demo::run(args),
+        Command::Profile(ProfileCommand::Check { paths }) => profile_check(&paths),
+        Command::Profile(ProfileCommand::Test { paths }) => profile_test(&paths),
+        Command::Decode(args) => decode(args),
+    }
+}
+
+/// Loads the config and every profile its devices use, collecting problems.
+pub fn load(path: &Path) -> Result<(Config, HashMap<String, Profile>), Vec<Problem>> {
+    let config = config::load(path)?;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut profiles = HashMap::new();
+    let mut problems = Vec::new();
+    for device in &config.devices {
+        if profiles.contains_key(&device.profile) {
+            continue;
+        }
+        match profile::find(&config.profile_dirs, &device.profile) {
+            Ok(p) => {
+                profiles.insert(device.profile.clone(), p);
+            }
+            Err(mut found) => {
+                for p in &mut found {
+                    if p.line.is_none() && p.message.contains("not found") {
+                        p.file = path.to_path_buf();
+                        p.line = config::device_line(&text, &device.id);
+                    }
+                }
+                problems.extend(found);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok((config, profiles))
+    } else {
+        Err(problems)
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn run_daemon(path: &Path) -> ExitCode {
+    let (config, profiles) = match load(path) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            eprintln!(
+                "fitedge: the configuration has problems:\n{}",
+                render(&problems)
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fitedge: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(crate::gateway::run(
+        config,
+        profiles,
+        Default::default(),
+        shutdown_signal(),
+    ));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(message = "Gateway failed.", error = %e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(message = "SIGTERM received."),
+                _ = int.recv() => tracing::info!(message = "SIGINT received."),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok((config, profiles)) => {
+            println!(
+                "{}: OK (gateway {}, site {}, {} device(s), {} profile(s))",
+                path.display(),
+                config.gateway_id,
+                config.site_id,
+                config.devices.len(),
+                profiles.len()
+            );
+            for device in &config.devices {
+                let config::DeviceTransport::Serial(s) = &device.transport;
+                if !s.port.exists() {
+                    println!("note: device \"{}\": serial port {} is not present now; the gateway will wait for it", device.id, s.port.display());
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{}", render(&problems));
+            eprintln!("{} problem(s) found.", problems.len());
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn load_profiles(paths: &[PathBuf]) -> Result<Vec<Result<Profile, Vec<Problem>>>, Problem> {
+    Ok(profile::collect_paths(paths)?
+        .iter()
+        .map(|p| Profile::load(p))
+        .collect())
+}
+
+fn profile_check(paths: &[PathBuf]) -> ExitCode {
+    let loaded = match load_profiles(paths) {
+        Ok(l) => l,
+        Err(p) => {
+            eprintln!("{p}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut bad = 0;
+    for result in &loaded {
+        match result {
+            Ok(p) => println!("ok    {} ({})", p.id, p.path.display()),
+            Err(problems) => {
+                bad += 1;
+                eprintln!("{}", render(problems));
+            }
+        }
+    }
+    println!("{} profile(s) checked, {} with problems", loaded.len(), bad);
+    if bad > 0 {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn profile_test(paths: &[PathBuf]) -> ExitCode {
+    let loaded = match load_profiles(paths) {
+        Ok(l) => l,
+        Err(p) => {
+            eprintln!("{p}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (mut passed, mut failed) = (0, 0);
+    for result in &loaded {
+        match result {
+            Ok(p) => {
+                for outcome in p.run_tests() {
+                    match outcome.failure {
+                        None => {
+                            passed += 1;
+                            println!("pass  {} / {}", p.id, outcome.name);
+                        }
+                        Some(why) => {
+                            failed += 1;
+                            println!(
+                                "FAIL  {} / {} ({}:{}): {why}",
+                                p.id,
+                                outcome.name,
+                                p.path.display(),
+                                outcome.line
+                            );
+                        }
+                    }
+                }
+            }
+            Err(problems) => {
+                failed += 1;
+                println!("FAIL  {}", render(problems));
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn decode(args: DecodeArgs) -> ExitCode {
+    let profile = match Profile::load(&args.profile) {
+        Ok(p) => p,
+        Err(problems) => {
+            eprintln!("{}", render(&problems));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let input = if let Some(hex) = &args.input.hex {
+        parse_hex(hex).map_err(|e| format!("--hex: {e}"))
+    } else if let Some(text) = &args.input.text {
+        Ok(unescape(text))
+    } else if let Some(file) = &args.input.file {
+        std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))
+    } else {
+        Err("give --hex, --text or --file".to_string())
+    };
+    let input = match input {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("fitedge decode: {e}");
+            return ExitCode::from(EXIT_DATA);
+        }
+    };
+    let outcomes = profile.decode_all(&input);
+    if outcomes.is_empty() {
+        eprintln!(
+            "fitedge decode: the input holds no complete frame for profile {}",
+            profile.id
+        );
+        return ExitCode::from(EXIT_DATA);
+    }
+    let mut ok = true;
+    for outcome in outcomes {
+        match outcome {
+            Ok(m) => {
+                let json = serde_json::json!({
+                    "profile": profile.id,
+                    "values": m.values,
+                    "subject_ref": m.subject_ref,
+                    "device_time": m.device_time,
+                    "attributes": m.attributes,
+                });
+                println!("{json}");
+            }
+            Err(f) => {
+                ok = false;
+                eprintln!(
+                    "fitedge decode: frame {} rejected: {}",
+                    profile::frame::hex(&f.raw),
+                    f.error
+                );
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_DATA)
+    }
+}
+
+/// `\r`, `\n`, `\t`, `\\` and `\xNN` escapes in `--text`.
+fn unescape(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 1 < bytes.len() {
+            let (byte, used) = match bytes[i + 1] {
+                b'r' => (Some(b'\r'), 2),
+                b'n' => (Some(b'\n'), 2),
+                b't' => (Some(b'\t'), 2),
+                b'\\' => (Some(b'\\'), 2),
+                b'x' => (
+                    text.get(i + 2..i + 4)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok()),
+                    4,
+                ),
+                _ => (None, 1),
+            };
+            if let Some(b) = byte {
+                out.push(b);
+                i += used;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescape_understands_common_escapes() {
+        assert_eq!(unescape(r"A=1\r\n\x02\\"), b"A=1\r\n\x02\\");
+        assert_eq!(unescape(r"\q"), b"\\q");
+    }
+}

@@ -1,0 +1,598 @@
+//! The gateway's configuration file: parsing and validation.
+//!
+//! `RawConfig` mirrors the TOML (with spans, for line numbers); `load`
+//! turns it into a validated [`Config`] or the full list of problems, each
+//! with file, line and a fix. A commented example is `systemd/fitedge.toml`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::problem::{Problem, SourceText};
+
+pub const DEFAULT_PATH: &str = "/etc/fitedge/fitedge.toml";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub gateway_id: String,
+    pub site_id: String,
+    /// Directories searched for `<profile>.toml`, first match wins.
+    pub profile_dirs: Vec<PathBuf>,
+    pub upstream: Upstream,
+    pub buffer: Buffer,
+    pub devices: Vec<Device>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    /// Read from `password_file` at load time; never written in the config.
+    pub password: Option<String>,
+    pub topic_prefix: String,
+    /// Records published but not yet acknowledged, at most.
+    pub inflight_window: u16,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Buffer {
+    pub dir: PathBuf,
+    /// Ring slots: how many unacknowledged records the outbox holds.
+    pub max_records: u64,
+    /// A record larger than this is refused.
+    pub max_record_bytes: usize,
+    pub full_policy: FullPolicy,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+}
+
+/// What the outbox does with a new record when every slot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Overwrite the oldest unacknowledged record (counted and logged).
+    DropOldest,
+    /// Keep the backlog; the new record is refused (counted and logged).
+    RefuseNewest,
+}
+
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub id: String,
+    pub profile: String,
+    pub transport: DeviceTransport,
+}
+
+#[derive(Debug, Clone)]
+pub enum DeviceTransport {
+    Serial(SerialSettings),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SerialSettings {
+    pub port: PathBuf,
+    pub baud: u32,
+    pub parity: Parity,
+    pub data_bits: u8,
+    pub stop_bits: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    Odd,
+    Even,
+}
+
+// ---- the file as written -------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway_id: Spanned<String>,
+    site_id: Spanned<String>,
+    #[serde(default = "default_profile_dirs")]
+    profile_dirs: Vec<Spanned<String>>,
+    upstream: RawUpstream,
+    #[serde(default)]
+    buffer: RawBuffer,
+    #[serde(default, rename = "device")]
+    devices: Vec<RawDevice>,
+}
+
+fn default_profile_dirs() -> Vec<Spanned<String>> {
+    [
+        "/etc/fitedge/device-profiles",
+        "/usr/share/fitedge/device-profiles",
+    ]
+    .into_iter()
+    .map(|d| Spanned::new(0..0, d.to_string()))
+    .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    host: Spanned<String>,
+    #[serde(default = "default_port")]
+    port: Spanned<u16>,
+    client_id: Option<Spanned<String>>,
+    #[serde(default = "default_keep_alive")]
+    keep_alive_seconds: Spanned<u64>,
+    username: Option<String>,
+    password_file: Option<Spanned<String>>,
+    #[serde(default = "default_prefix")]
+    topic_prefix: Spanned<String>,
+    #[serde(default = "default_window")]
+    inflight_window: Spanned<u16>,
+    #[serde(default = "default_reconnect_min")]
+    reconnect_min_ms: Spanned<u64>,
+    #[serde(default = "default_reconnect_max")]
+    reconnect_max_seconds: Spanned<u64>,
+}
+
+fn default_port() -> Spanned<u16> {
+    Spanned::new(0..0, 1883)
+}
+fn default_keep_alive() -> Spanned<u64> {
+    Spanned::new(0..0, 30)
+}
+fn default_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "fitedge".to_string())
+}
+fn default_window() -> Spanned<u16> {
+    Spanned::new(0..0, 100)
+}
+fn default_reconnect_min() -> Spanned<u64> {
+    Spanned::new(0..0, 500)
+}
+fn default_reconnect_max() -> Spanned<u64> {
+    Spanned::new(0..0, 60)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBuffer {
+    dir: Spanned<String>,
+    max_records: Spanned<u64>,
+    max_record_bytes: Spanned<usize>,
+    full_policy: FullPolicy,
+    cache_bytes: Spanned<u64>,
+}
+
+impl Default for RawBuffer {
+    fn default() -> Self {
+        RawBuffer {
+            dir: Spanned::new(0..0, "/var/lib/fitedge/buffer".to_string()),
+            max_records: Spanned::new(0..0, 200_000),
+            max_record_bytes: Spanned::new(0..0, 16 * 1024),
+            full_policy: FullPolicy::DropOldest,
+            cache_bytes: Spanned::new(0..0, 8 * 1024 * 1024),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    id: Spanned<String>,
+    profile: Spanned<String>,
+    transport: RawTransport,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransport {
+    #[serde(rename = "type")]
+    kind: TransportKind,
+    port: Spanned<String>,
+    #[serde(default = "default_baud")]
+    baud: Spanned<u32>,
+    #[serde(default = "default_parity")]
+    parity: Parity,
+    #[serde(default = "default_data_bits")]
+    data_bits: Spanned<u8>,
+    #[serde(default = "default_stop_bits")]
+    stop_bits: Spanned<u8>,
+}
+
+/// Transports a device can use; each has its own keys.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum TransportKind {
+    Serial,
+}
+
+fn default_baud() -> Spanned<u32> {
+    Spanned::new(0..0, 9600)
+}
+fn default_parity() -> Parity {
+    Parity::None
+}
+fn default_data_bits() -> Spanned<u8> {
+    Spanned::new(0..0, 8)
+}
+fn default_stop_bits() -> Spanned<u8> {
+    Spanned::new(0..0, 1)
+}
+
+// ---- loading and validation ---------------------------------------------
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Problem {
+            file: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read the config file: {e}"),
+            fix: format!("create it (an example is systemd/fitedge.toml) or pass --config PATH; default is {DEFAULT_PATH}"),
+        }]
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates config text; `path` is used in messages and to
+/// resolve relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
+    let src = SourceText { path, text };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        vec![src.parse_problem(&e, "see the commented example in systemd/fitedge.toml")]
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut problems = Vec::new();
+    let config = validate(&src, base, raw, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
+    let r = s.span();
+    (r.end > 0).then_some(r)
+}
+
+/// Ids end up in MQTT topics: no wildcards, separators or spaces.
+fn check_id(src: &SourceText, what: &str, value: &Spanned<String>, problems: &mut Vec<Problem>) {
+    let v = value.get_ref();
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        problems.push(src.problem(
+            span(value),
+            format!("{what} \"{v}\" is not a valid id"),
+            "use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'",
+        ));
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
+    check_id(src, "gateway_id", &raw.gateway_id, problems);
+    check_id(src, "site_id", &raw.site_id, problems);
+    let up = raw.upstream;
+    if up.host.get_ref().trim().is_empty() {
+        problems.push(src.problem(
+            span(&up.host),
+            "upstream host is empty",
+            "set the platform broker's host name or address",
+        ));
+    }
+    if *up.port.get_ref() == 0 {
+        problems.push(src.problem(
+            span(&up.port),
+            "upstream port 0 is not a port",
+            "use the broker's port, usually 1883 or 8883",
+        ));
+    }
+    let keep_alive = *up.keep_alive_seconds.get_ref();
+    if !(5..=3600).contains(&keep_alive) {
+        problems.push(src.problem(
+            span(&up.keep_alive_seconds),
+            format!("keep_alive_seconds = {keep_alive} is outside 5..=3600"),
+            "30 suits mobile uplinks",
+        ));
+    }
+    let prefix = up.topic_prefix.get_ref();
+    if prefix.is_empty()
+        || prefix.contains(['+', '#'])
+        || prefix.starts_with('/')
+        || prefix.ends_with('/')
+    {
+        problems.push(src.problem(
+            span(&up.topic_prefix),
+            format!("topic_prefix \"{prefix}\" is not usable in a topic"),
+            "use levels separated by '/', without '+', '#' or a leading/trailing '/'",
+        ));
+    }
+    let window = *up.inflight_window.get_ref();
+    if !(1..=1000).contains(&window) {
+        problems.push(src.problem(
+            span(&up.inflight_window),
+            format!("inflight_window = {window} is outside 1..=1000"),
+            "100 is a good default",
+        ));
+    }
+    let min_ms = *up.reconnect_min_ms.get_ref();
+    let max_s = *up.reconnect_max_seconds.get_ref();
+    if min_ms == 0 || max_s == 0 || min_ms > max_s * 1000 {
+        problems.push(src.problem(
+            span(&up.reconnect_min_ms),
+            format!("reconnect backoff {min_ms} ms .. {max_s} s is not a range"),
+            "set 0 < reconnect_min_ms <= reconnect_max_seconds * 1000",
+        ));
+    }
+    let password = up.password_file.as_ref().and_then(|file| {
+        let path = resolve(base, file.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
+            Err(e) => {
+                problems.push(src.problem(
+                    span(file),
+                    format!("cannot read password_file {}: {e}", path.display()),
+                    "create the file (mode 0600) holding only the password, or remove password_file",
+                ));
+                None
+            }
+        }
+    });
+    let client_id = match &up.client_id {
+        Some(id) => {
+            check_id(src, "client_id", id, problems);
+            id.get_ref().clone()
+        }
+        None => format!("fitedge-{}", raw.gateway_id.get_ref()),
+    };
+
+    let b = raw.buffer;
+    let max_records = *b.max_records.get_ref();
+    if !(16..=100_000_000).contains(&max_records) {
+        problems.push(src.problem(
+            span(&b.max_records),
+            format!("buffer max_records = {max_records} is outside 16..=100000000"),
+            "size it for a week of readings; 200000 is the default",
+        ));
+    }
+    let max_record_bytes = *b.max_record_bytes.get_ref();
+    if !(512..=1024 * 1024).contains(&max_record_bytes) {
+        problems.push(src.problem(
+            span(&b.max_record_bytes),
+            format!("buffer max_record_bytes = {max_record_bytes} is outside 512..=1048576"),
+            "16384 is the default",
+        ));
+    }
+    let cache_bytes = *b.cache_bytes.get_ref();
+    if !(1024 * 1024..=1024 * 1024 * 1024).contains(&cache_bytes) {
+        problems.push(src.problem(
+            span(&b.cache_bytes),
+            format!("buffer cache_bytes = {cache_bytes} is outside 1 MiB..=1 GiB"),
+            "8388608 (8 MiB) suits a 512 MB box",
+        ));
+    }
+
+    let mut seen = HashSet::new();
+    let mut devices = Vec::new();
+    for d in raw.devices {
+        check_id(src, "device id", &d.id, problems);
+        if !seen.insert(d.id.get_ref().clone()) {
+            problems.push(src.problem(
+                span(&d.id),
+                format!("device id \"{}\" is used twice", d.id.get_ref()),
+                "give every [[device]] its own id",
+            ));
+        }
+        let transport = match d.transport.kind {
+            TransportKind::Serial => {
+                let RawTransport {
+                    port,
+                    baud,
+                    parity,
+                    data_bits,
+                    stop_bits,
+                    ..
+                } = d.transport;
+                if port.get_ref().is_empty() {
+                    problems.push(src.problem(
+                        span(&port),
+                        "serial port path is empty",
+                        "use a stable path such as /dev/serial/by-id/usb-...",
+                    ));
+                }
+                if !(50..=4_000_000).contains(baud.get_ref()) {
+                    problems.push(src.problem(
+                        span(&baud),
+                        format!("baud {} is not a serial speed", baud.get_ref()),
+                        "use the instrument's speed, e.g. 9600 or 115200",
+                    ));
+                }
+                if !(5..=8).contains(data_bits.get_ref()) {
+                    problems.push(src.problem(
+                        span(&data_bits),
+                        format!("data_bits {} is outside 5..=8", data_bits.get_ref()),
+                        "most instruments use 8",
+                    ));
+                }
+                if !(1..=2).contains(stop_bits.get_ref()) {
+                    problems.push(src.problem(
+                        span(&stop_bits),
+                        format!("stop_bits {} is not 1 or 2", stop_bits.get_ref()),
+                        "most instruments use 1",
+                    ));
+                }
+                DeviceTransport::Serial(SerialSettings {
+                    port: PathBuf::from(port.into_inner()),
+                    baud: baud.into_inner(),
+                    parity,
+                    data_bits: data_bits.into_inner(),
+                    stop_bits: stop_bits.into_inner(),
+                })
+            }
+        };
+        devices.push(Device {
+            id: d.id.into_inner(),
+            profile: d.profile.into_inner(),
+            transport,
+        });
+    }
+
+    Config {
+        gateway_id: raw.gateway_id.into_inner(),
+        site_id: raw.site_id.into_inner(),
+        profile_dirs: raw
+            .profile_dirs
+            .iter()
+            .map(|d| resolve(base, d.get_ref()))
+            .collect(),
+        upstream: Upstream {
+            host: up.host.into_inner(),
+            port: up.port.into_inner(),
+            client_id,
+            keep_alive: Duration::from_secs(keep_alive),
+            username: up.username,
+            password,
+            topic_prefix: up.topic_prefix.into_inner(),
+            inflight_window: window,
+            reconnect_min: Duration::from_millis(min_ms),
+            reconnect_max: Duration::from_secs(max_s),
+        },
+        buffer: Buffer {
+            dir: resolve(base, b.dir.get_ref()),
+            max_records,
+            max_record_bytes,
+            full_policy: b.full_policy,
+            cache_bytes,
+        },
+        devices,
+    }
+}
+
+/// The line of `[[device]]` entry `id` in the config text, for messages
+/// about a device found after parsing (e.g. its profile is broken).
+pub fn device_line(text: &str, id: &str) -> Option<usize> {
+    let needle = format!("\"{id}\"");
+    text.lines()
+        .position(|l| l.trim_start().starts_with("id") && l.contains(&needle))
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+gateway_id = "gw-01"
+site_id = "site-a"
+profile_dirs = ["profiles"]
+
+[upstream]
+host = "127.0.0.1"
+port = 1883
+
+[buffer]
+dir = "buf"
+max_records = 1000
+
+[[device]]
+id = "station-1"
+profile = "height-weight-kv-line"
+[device.transport]
+type = "serial"
+port = "/dev/ttyUSB0"
+baud = 9600
+parity = "even"
+"#;
+
+    fn parse_str(text: &str) -> Result<Config, Vec<Problem>> {
+        parse(Path::new("/etc/fitedge/fitedge.toml"), text)
+    }
+
+    #[test]
+    fn parses_a_good_config_with_defaults() {
+        let c = parse_str(GOOD).unwrap();
+        assert_eq!(c.gateway_id, "gw-01");
+        assert_eq!(c.upstream.client_id, "fitedge-gw-01");
+        assert_eq!(c.upstream.keep_alive, Duration::from_secs(30));
+        assert_eq!(c.upstream.topic_prefix, "fitedge");
+        assert_eq!(c.buffer.dir, PathBuf::from("/etc/fitedge/buf"));
+        assert_eq!(c.profile_dirs, vec![PathBuf::from("/etc/fitedge/profiles")]);
+        assert_eq!(c.buffer.full_policy, FullPolicy::DropOldest);
+        let DeviceTransport::Serial(s) = &c.devices[0].transport;
+        assert_eq!(s.parity, Parity::Even);
+        assert_eq!(s.port, PathBuf::from("/dev/ttyUSB0"));
+    }
+
+    #[test]
+    fn unknown_key_is_reported_at_its_line() {
+        let text = GOOD.replace("port = 1883", "port = 1883\nkeepalive = 30");
+        let problems = parse_str(&text).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, Some(9), "{}", problems[0]);
+        assert!(problems[0].message.contains("keepalive"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn wrong_type_is_reported_at_its_line() {
+        let text = GOOD.replace("baud = 9600", "baud = \"fast\"");
+        let problems = parse_str(&text).unwrap_err();
+        assert_eq!(problems[0].line, Some(20), "{}", problems[0]);
+    }
+
+    #[test]
+    fn every_semantic_problem_is_collected_with_its_line() {
+        let text = GOOD
+            .replace("gateway_id = \"gw-01\"", "gateway_id = \"gw/01\"")
+            .replace("port = 1883", "port = 1883\nkeep_alive_seconds = 0")
+            .replace("baud = 9600", "baud = 7");
+        let problems = parse_str(&text).unwrap_err();
+        let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(2), Some(9), Some(21)], "{problems:?}");
+        assert!(problems.iter().all(|p| !p.fix.is_empty()));
+    }
+
+    #[test]
+    fn duplicate_device_ids_are_refused() {
+        let dup = format!("{GOOD}\n[[device]]\nid = \"station-1\"\nprofile = \"x\"\ntransport = {{ type = \"serial\", port = \"/dev/ttyUSB1\" }}\n");
+        let problems = parse_str(&dup).unwrap_err();
+        assert!(problems[0].message.contains("used twice"), "{problems:?}");
+        assert_eq!(problems[0].line, Some(24));
+    }
+
+    #[test]
+    fn missing_password_file_is_a_problem() {
+        let text = GOOD.replace(
+            "port = 1883",
+            "port = 1883\npassword_file = \"/nonexistent/pw\"",
+        );
+        let problems = parse_str(&text).unwrap_err();
+        assert!(
+            problems[0].message.contains("password_file"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn device_line_finds_the_entry() {
+        assert_eq!(device_line(GOOD, "station-1"), Some(15));
+    }
+}

@@ -1,0 +1,584 @@
+//! The outbox: a durable ring of records waiting for the broker's PUBACK.
+//!
+//! Records are appended in batches; `append` returns only after the batch is
+//! in sled *and* the database's log file has been `fdatasync`ed (sled's own
+//! `flush()` only calls `sync_file_range`, which a power cut can undo). A
+//! record leaves the ring only when acknowledged, in sequence order.
+//!
+//! sled 0.34 grows without bound under deletes, so the ring is a fixed set of
+//! slot keys (`seq % capacity`) overwritten in place and never removed; the
+//! head/tail pointers live in one meta key written in the same atomic batch
+//! as the slots. The rule this implements is written in `docs/reliability.md`.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use tracing::{error, warn};
+
+use crate::config::FullPolicy;
+use crate::record::Record;
+
+/// Version of the on-disk layout; a newer one is refused, older ones read.
+pub const FORMAT_VERSION: u32 = 1;
+const META_KEY: &[u8] = b"meta";
+
+#[derive(Debug, Error)]
+pub enum OutboxError {
+    #[error("buffer database at {path}: {source}; if it stays unreadable, stop fitedge and move the directory aside")]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error("buffer at {path}: syncing the log file failed: {source}; check the disk (full or failing SD card?)")]
+    Sync {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("buffer at {path} was written by a newer fitedge (format {found}, this build reads up to {FORMAT_VERSION}); upgrade fitedge or move the directory aside")]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error("buffer at {path}: slot for record {seq} holds {detail}; run `fitedge buffer verify`")]
+    Corrupt {
+        path: PathBuf,
+        seq: u64,
+        detail: String,
+    },
+}
+
+/// Sizing and policy of the ring.
+#[derive(Debug, Clone)]
+pub struct OutboxOptions {
+    pub max_records: u64,
+    pub max_record_bytes: usize,
+    pub full_policy: FullPolicy,
+    pub cache_bytes: u64,
+}
+
+impl From<&crate::config::Buffer> for OutboxOptions {
+    fn from(b: &crate::config::Buffer) -> Self {
+        OutboxOptions {
+            max_records: b.max_records,
+            max_record_bytes: b.max_record_bytes,
+            full_policy: b.full_policy,
+            cache_bytes: b.cache_bytes,
+        }
+    }
+}
+
+/// What happened to one `append` call's records.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AppendOutcome {
+    /// Sequence numbers given to the records that are now durable.
+    pub accepted: Vec<u64>,
+    /// Records refused: ring full under `refuse_newest`, or too large.
+    pub refused: u64,
+    /// Unacknowledged records overwritten under `drop_oldest`.
+    pub dropped_oldest: u64,
+}
+
+/// A stored record as the uplink needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub seq: u64,
+    pub device_id: String,
+    /// The record's JSON, exactly the MQTT payload.
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Meta {
+    version: u32,
+    capacity: u64,
+    /// Sequence number the next record gets.
+    head: u64,
+    /// Oldest record not yet acknowledged; everything before it is released.
+    tail: u64,
+}
+
+impl Meta {
+    fn encode(&self) -> [u8; 28] {
+        let mut b = [0u8; 28];
+        b[0..4].copy_from_slice(&self.version.to_be_bytes());
+        b[4..12].copy_from_slice(&self.capacity.to_be_bytes());
+        b[12..20].copy_from_slice(&self.head.to_be_bytes());
+        b[20..28].copy_from_slice(&self.tail.to_be_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Meta> {
+        let u64_at = |i: usize| {
+            b.get(i..i + 8)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+        };
+        Some(Meta {
+            version: u32::from_be_bytes(b.get(0..4)?.try_into().ok()?),
+            capacity: u64_at(4)?,
+            head: u64_at(12)?,
+            tail: u64_at(20)?,
+        })
+    }
+}
+
+/// The durable ring. One writer appends; the uplink reads and acknowledges.
+pub struct Outbox {
+    path: PathBuf,
+    db: sled::Db,
+    /// A second handle on sled's log file, to `fdatasync` it after a flush.
+    log: File,
+    meta: Meta,
+    /// Acknowledged records at or after `tail` (PUBACKs may arrive out of order).
+    acked: BTreeSet<u64>,
+    options: OutboxOptions,
+}
+
+fn slot_key(seq: u64, capacity: u64) -> [u8; 8] {
+    (seq % capacity).to_be_bytes()
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir`.
+    pub fn open(dir: &Path, options: OutboxOptions) -> Result<Outbox, OutboxError> {
+        let sled_err = |source| OutboxError::Sled {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(sled_err)?;
+        let log = File::open(dir.join("db")).map_err(|source| OutboxError::Sync {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let stored = db.get(META_KEY).map_err(sled_err)?;
+        let mut meta = match stored.as_deref().map(Meta::decode) {
+            Some(Some(meta)) => meta,
+            Some(None) => {
+                return Err(OutboxError::Corrupt {
+                    path: dir.to_path_buf(),
+                    seq: 0,
+                    detail: "an unreadable meta key".into(),
+                });
+            }
+            None => Meta {
+                version: FORMAT_VERSION,
+                capacity: options.max_records,
+                head: 0,
+                tail: 0,
+            },
+        };
+        if meta.version > FORMAT_VERSION {
+            return Err(OutboxError::NewerFormat {
+                path: dir.to_path_buf(),
+                found: meta.version,
+            });
+        }
+        if meta.capacity != options.max_records {
+            if meta.head == meta.tail {
+                meta.capacity = options.max_records;
+            } else {
+                warn!(
+                    message = "Buffer holds records; keeping its old size until it drains.",
+                    stored = meta.capacity,
+                    configured = options.max_records,
+                    stage = "buffer"
+                );
+            }
+        }
+        if meta.tail > meta.head {
+            return Err(OutboxError::Corrupt {
+                path: dir.to_path_buf(),
+                seq: meta.tail,
+                detail: format!("a tail past the head ({})", meta.head),
+            });
+        }
+        let outbox = Outbox {
+            path: dir.to_path_buf(),
+            db,
+            log,
+            meta,
+            acked: BTreeSet::new(),
+            options,
+        };
+        outbox.write_meta()?;
+        outbox.sync()?;
+        Ok(outbox)
+    }
+
+    /// Opens the outbox; a database that cannot be opened is moved aside to
+    /// `<dir>.corrupt-<unix time>` and a fresh one is started (the caller
+    /// gets the path it was moved to, to report it).
+    pub fn open_or_recover(
+        dir: &Path,
+        options: OutboxOptions,
+    ) -> Result<(Outbox, Option<PathBuf>), OutboxError> {
+        match Outbox::open(dir, options.clone()) {
+            Ok(outbox) => Ok((outbox, None)),
+            Err(e @ OutboxError::NewerFormat { .. }) => Err(e),
+            Err(e) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or_default();
+                let aside = PathBuf::from(format!("{}.corrupt-{stamp}", dir.display()));
+                error!(
+                    message = "Buffer database unreadable; moving it aside and starting a fresh one.",
+                    error = %e,
+                    moved_to = %aside.display(),
+                    stage = "buffer"
+                );
+                std::fs::rename(dir, &aside).map_err(|source| OutboxError::Sync {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+                Ok((Outbox::open(dir, options)?, Some(aside)))
+            }
+        }
+    }
+
+    /// Appends records durably, giving each its sequence number (`record.seq`).
+    /// On return every accepted record survives a crash or power cut.
+    pub fn append(&mut self, records: &mut [Record]) -> Result<AppendOutcome, OutboxError> {
+        let mut meta = self.meta;
+        let mut acked = self.acked.clone();
+        let mut outcome = AppendOutcome::default();
+        let mut batch = sled::Batch::default();
+        for record in records.iter_mut() {
+            record.seq = meta.head;
+            let json = serde_json::to_vec(record).unwrap_or_default();
+            if json.is_empty()
+                || json.len() > self.options.max_record_bytes
+                || record.device_id.len() > 255
+            {
+                warn!(
+                    message = "Record too large for the buffer; refused.",
+                    bytes = json.len(),
+                    limit = self.options.max_record_bytes,
+                    device = %record.device_id,
+                    stage = "buffer"
+                );
+                outcome.refused += 1;
+                continue;
+            }
+            if meta.head - meta.tail >= meta.capacity {
+                match self.options.full_policy {
+                    FullPolicy::RefuseNewest => {
+                        outcome.refused += 1;
+                        continue;
+                    }
+                    FullPolicy::DropOldest => {
+                        acked.remove(&meta.tail);
+                        meta.tail += 1;
+                        outcome.dropped_oldest += 1;
+                        while acked.remove(&meta.tail) {
+                            meta.tail += 1;
+                        }
+                    }
+                }
+            }
+            let mut value = Vec::with_capacity(9 + record.device_id.len() + json.len());
+            value.extend_from_slice(&meta.head.to_be_bytes());
+            value.push(record.device_id.len() as u8);
+            value.extend_from_slice(record.device_id.as_bytes());
+            value.extend_from_slice(&json);
+            batch.insert(&slot_key(meta.head, meta.capacity), value);
+            outcome.accepted.push(meta.head);
+            meta.head += 1;
+        }
+        if meta == self.meta {
+            return Ok(outcome);
+        }
+        batch.insert(META_KEY, &meta.encode());
+        self.db
+            .apply_batch(batch)
+            .map_err(|source| self.sled_error(source))?;
+        self.sync()?;
+        self.meta = meta;
+        self.acked = acked;
+        Ok(outcome)
+    }
+
+    /// Up to `max` unacknowledged records with `seq >= from`, in order.
+    pub fn read(&self, from: u64, max: usize) -> Result<Vec<Stored>, OutboxError> {
+        let mut out = Vec::new();
+        let mut seq = from.max(self.meta.tail);
+        while seq < self.meta.head && out.len() < max {
+            if !self.acked.contains(&seq) {
+                out.push(self.read_slot(seq)?);
+            }
+            seq += 1;
+        }
+        Ok(out)
+    }
+
+    fn read_slot(&self, seq: u64) -> Result<Stored, OutboxError> {
+        let corrupt = |detail: String| OutboxError::Corrupt {
+            path: self.path.clone(),
+            seq,
+            detail,
+        };
+        let value = self
+            .db
+            .get(slot_key(seq, self.meta.capacity))
+            .map_err(|source| self.sled_error(source))?
+            .ok_or_else(|| corrupt("nothing".into()))?;
+        let stored_seq = value
+            .get(0..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes);
+        if stored_seq != Some(seq) {
+            return Err(corrupt(format!("record {stored_seq:?}")));
+        }
+        let id_len = *value
+            .get(8)
+            .ok_or_else(|| corrupt("a truncated header".into()))? as usize;
+        let device_id = value
+            .get(9..9 + id_len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| corrupt("a bad device id".into()))?
+            .to_string();
+        Ok(Stored {
+            seq,
+            device_id,
+            payload: value[9 + id_len..].to_vec(),
+        })
+    }
+
+    /// Releases record `seq` after its PUBACK. Acknowledging twice, or a
+    /// record already released, is harmless. The new tail is written but not
+    /// synced: a crash can only make already-delivered records go again.
+    pub fn ack(&mut self, seq: u64) -> Result<(), OutboxError> {
+        if seq < self.meta.tail || seq >= self.meta.head {
+            return Ok(());
+        }
+        self.acked.insert(seq);
+        let before = self.meta.tail;
+        while self.acked.remove(&self.meta.tail) {
+            self.meta.tail += 1;
+        }
+        if self.meta.tail != before {
+            self.write_meta()?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable (flush + fdatasync).
+    pub fn sync(&self) -> Result<(), OutboxError> {
+        self.db.flush().map_err(|source| self.sled_error(source))?;
+        self.log.sync_data().map_err(|source| OutboxError::Sync {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn write_meta(&self) -> Result<(), OutboxError> {
+        self.db
+            .insert(META_KEY, &self.meta.encode())
+            .map_err(|source| self.sled_error(source))?;
+        Ok(())
+    }
+
+    fn sled_error(&self, source: sled::Error) -> OutboxError {
+        OutboxError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Sequence number the next record will get.
+    pub fn head(&self) -> u64 {
+        self.meta.head
+    }
+
+    /// Oldest unacknowledged sequence number.
+    pub fn tail(&self) -> u64 {
+        self.meta.tail
+    }
+
+    /// Records waiting for a PUBACK.
+    pub fn pending(&self) -> u64 {
+        self.meta.head - self.meta.tail - self.acked.len() as u64
+    }
+
+    /// Ring size in effect (the stored one until a resized buffer drains).
+    pub fn capacity(&self) -> u64 {
+        self.meta.capacity
+    }
+}
+
+/// Bytes used by the files under `dir` (for soak tests and status).
+pub fn disk_usage(dir: &Path) -> u64 {
+    fn walk(p: &Path) -> u64 {
+        match std::fs::read_dir(p) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum(),
+            Err(_) => 0,
+        }
+    }
+    walk(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Measurement, Origin, Transport};
+
+    fn options(max_records: u64, full_policy: FullPolicy) -> OutboxOptions {
+        OutboxOptions {
+            max_records,
+            max_record_bytes: 4096,
+            full_policy,
+            cache_bytes: 1 << 20,
+        }
+    }
+
+    fn records(n: usize) -> Vec<Record> {
+        let origin = Origin {
+            gateway_id: "gw".into(),
+            site_id: "s".into(),
+            device_id: "dev-1".into(),
+            profile_id: "p".into(),
+            transport: Transport::Serial,
+        };
+        (0..n)
+            .map(|_| Record::new(&origin, Measurement::default()))
+            .collect()
+    }
+
+    fn seqs(stored: &[Stored]) -> Vec<u64> {
+        stored.iter().map(|s| s.seq).collect()
+    }
+
+    #[test]
+    fn append_read_ack_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+        let mut batch = records(3);
+        let out = o.append(&mut batch).unwrap();
+        assert_eq!(out.accepted, vec![0, 1, 2]);
+        assert_eq!(batch[2].seq, 2);
+        let stored = o.read(0, 10).unwrap();
+        assert_eq!(seqs(&stored), vec![0, 1, 2]);
+        assert_eq!(stored[0].device_id, "dev-1");
+        let back: Record = serde_json::from_slice(&stored[1].payload).unwrap();
+        assert_eq!(back, batch[1]);
+        o.ack(1).unwrap();
+        assert_eq!(o.tail(), 0, "tail waits for record 0");
+        assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![0, 2]);
+        o.ack(0).unwrap();
+        assert_eq!(o.tail(), 2);
+        assert_eq!(o.pending(), 1);
+        o.ack(0).unwrap();
+        o.ack(99).unwrap();
+        assert_eq!(o.pending(), 1);
+    }
+
+    #[test]
+    fn unacknowledged_records_survive_reopen_and_sequence_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+            o.append(&mut records(5)).unwrap();
+            o.ack(0).unwrap();
+            o.ack(1).unwrap();
+        }
+        let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+        assert_eq!(o.tail(), 2);
+        assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![2, 3, 4]);
+        assert_eq!(o.append(&mut records(1)).unwrap().accepted, vec![5]);
+    }
+
+    #[test]
+    fn the_ring_wraps_and_drop_oldest_overwrites_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+        for seq in 0..40 {
+            o.append(&mut records(1)).unwrap();
+            o.ack(seq).unwrap();
+        }
+        assert_eq!((o.tail(), o.head()), (40, 40));
+        let out = o.append(&mut records(20)).unwrap();
+        assert_eq!(out.dropped_oldest, 4);
+        assert_eq!(seqs(&o.read(0, 100).unwrap()), (44..60).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn refuse_newest_keeps_the_backlog() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(dir.path(), options(16, FullPolicy::RefuseNewest)).unwrap();
+        let out = o.append(&mut records(20)).unwrap();
+        assert_eq!((out.accepted.len(), out.refused), (16, 4));
+        assert_eq!(seqs(&o.read(0, 100).unwrap()), (0..16).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn oversized_records_are_refused_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(
+            dir.path(),
+            OutboxOptions {
+                max_record_bytes: 600,
+                ..options(16, FullPolicy::DropOldest)
+            },
+        )
+        .unwrap();
+        let mut batch = records(2);
+        batch[0]
+            .attributes
+            .insert("blob".into(), serde_json::Value::String("x".repeat(1000)));
+        let out = o.append(&mut batch).unwrap();
+        assert_eq!((out.accepted, out.refused), (vec![0], 1));
+    }
+
+    #[test]
+    fn a_resized_ring_keeps_its_size_until_it_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+            o.append(&mut records(3)).unwrap();
+        }
+        {
+            let mut o = Outbox::open(dir.path(), options(32, FullPolicy::DropOldest)).unwrap();
+            assert_eq!(o.capacity(), 16);
+            assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![0, 1, 2]);
+            for s in 0..3 {
+                o.ack(s).unwrap();
+            }
+        }
+        let o = Outbox::open(dir.path(), options(32, FullPolicy::DropOldest)).unwrap();
+        assert_eq!(o.capacity(), 32);
+    }
+
+    #[test]
+    fn an_unopenable_database_is_moved_aside_and_replaced() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("buffer");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("conf"), b"\x00garbage\xff").unwrap();
+        std::fs::write(dir.join("db"), vec![0xAB; 4096]).unwrap();
+        let (mut o, aside) =
+            Outbox::open_or_recover(&dir, options(16, FullPolicy::DropOldest)).unwrap();
+        let aside = aside.expect("moved aside");
+        assert!(aside.exists());
+        assert_eq!(o.append(&mut records(1)).unwrap().accepted, vec![0]);
+    }
+
+    #[test]
+    fn meta_round_trips() {
+        let m = Meta {
+            version: 1,
+            capacity: 7,
+            head: 1 << 40,
+            tail: 3,
+        };
+        assert_eq!(Meta::decode(&m.encode()), Some(m));
+        assert_eq!(Meta::decode(&[1, 2, 3]), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! Problems found in a user's file (config or profile), with the place and a fix.
+//!
+//! Validation collects every problem before reporting, so one `check` run
+//! shows all of them at once.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// One thing wrong in a file: where, what, and what to do about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    pub message: String,
+    /// What to change; empty when the message says it all.
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file.display(), line, self.message)?,
+            None => write!(f, "{}: {}", self.file.display(), self.message)?,
+        }
+        if !self.fix.is_empty() {
+            write!(f, " (fix: {})", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+/// A file's text, kept to turn byte spans into line numbers.
+pub struct SourceText<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+impl SourceText<'_> {
+    /// The 1-based line holding byte offset `at`.
+    pub fn line_of(&self, at: usize) -> usize {
+        let at = at.min(self.text.len());
+        self.text.as_bytes()[..at]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// A problem at `span` (or at no particular line).
+    pub fn problem(
+        &self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            file: self.path.to_path_buf(),
+            line: span.map(|s| self.line_of(s.start)),
+            message: message.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// A TOML syntax or type error, placed at its line.
+    pub fn parse_problem(&self, error: &toml::de::Error, fix: &str) -> Problem {
+        // The first line of toml's message is the gist; the rest is a code excerpt.
+        let message = error
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_string();
+        self.problem(error.span(), message, fix)
+    }
+}
+
+/// Renders a list of problems one per line.
+pub fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_become_line_numbers() {
+        let text = "a = 1\nb = 2\nc = 3\n";
+        let src = SourceText {
+            path: Path::new("x.toml"),
+            text,
+        };
+        let p = src.problem(Some(12..13), "bad c", "set c to 4");
+        assert_eq!(p.line, Some(3));
+        assert_eq!(p.to_string(), "x.toml:3: bad c (fix: set c to 4)");
+    }
+}

@@ -1,0 +1,174 @@
+//! The record: one measurement event from one device, the one type every
+//! stage after decoding shares (outbox, uplink, platform payload).
+//!
+//! The JSON form of [`Record`] is the payload the platform receives; it is
+//! documented in `docs/mqtt-api.md` and versioned by [`SCHEMA`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Schema id carried in every payload; bump on incompatible changes.
+pub const SCHEMA: &str = "fitedge.record.v1";
+
+/// How a device is attached to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Serial,
+    Ble,
+    Mqtt,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Serial => "serial",
+            Transport::Ble => "ble",
+            Transport::Mqtt => "mqtt",
+        })
+    }
+}
+
+/// Whether a value is plausible for its metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    Ok,
+    /// Outside the vocabulary's plausible range: kept, never dropped.
+    OutOfRange,
+}
+
+/// One normalized value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// Metric id from the canonical vocabulary.
+    pub metric: String,
+    /// Value in the canonical unit.
+    pub value: f64,
+    /// Canonical UCUM unit of the metric.
+    pub unit: String,
+    pub quality: Quality,
+    /// The number as the device sent it, before scale and conversion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_value: Option<f64>,
+    /// The device's own unit, when it differs from the canonical one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_unit: Option<String>,
+}
+
+/// One measurement event, as stored in the outbox and sent upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub schema: String,
+    /// Globally unique id (ULID); the platform drops duplicates by it.
+    pub id: String,
+    /// Per-gateway sequence number, gap-free, assigned when the record is
+    /// durably accepted by the outbox.
+    pub seq: u64,
+    pub gateway_id: String,
+    pub site_id: String,
+    pub device_id: String,
+    pub profile_id: String,
+    pub transport: Transport,
+    /// Who was measured, when the station knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_ref: Option<String>,
+    /// The device's own timestamp, when the frame carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_time: Option<String>,
+    /// Gateway receive time, RFC 3339 UTC.
+    pub received_at: String,
+    /// Whether the gateway clock was synchronized when the frame arrived.
+    pub clock_synced: bool,
+    pub values: Vec<Reading>,
+    /// Extra device fields passed through unchanged (e.g. `side`, `attempt`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// The decoded content of one frame, before the gateway stamps it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measurement {
+    pub values: Vec<Reading>,
+    pub subject_ref: Option<String>,
+    pub device_time: Option<String>,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// Who produced a record: the fields every record from one device shares.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub gateway_id: String,
+    pub site_id: String,
+    pub device_id: String,
+    pub profile_id: String,
+    pub transport: Transport,
+}
+
+impl Record {
+    /// Stamps a decoded measurement with its origin and the receive time.
+    /// `seq` stays 0 until the outbox accepts the record.
+    pub fn new(origin: &Origin, measurement: Measurement) -> Record {
+        Record {
+            schema: SCHEMA.to_string(),
+            id: ulid::Ulid::generate().to_string(),
+            seq: 0,
+            gateway_id: origin.gateway_id.clone(),
+            site_id: origin.site_id.clone(),
+            device_id: origin.device_id.clone(),
+            profile_id: origin.profile_id.clone(),
+            transport: origin.transport,
+            subject_ref: measurement.subject_ref,
+            device_time: measurement.device_time,
+            received_at: crate::clock::now_rfc3339(),
+            clock_synced: crate::clock::is_synchronized(),
+            values: measurement.values,
+            attributes: measurement.attributes,
+        }
+    }
+
+    /// The reading for `metric`, if the record has one.
+    pub fn value(&self, metric: &str) -> Option<&Reading> {
+        self.values.iter().find(|r| r.metric == metric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_through_json_and_ids_are_unique() {
+        let origin = Origin {
+            gateway_id: "gw".into(),
+            site_id: "site".into(),
+            device_id: "dev".into(),
+            profile_id: "p".into(),
+            transport: Transport::Serial,
+        };
+        let m = Measurement {
+            values: vec![Reading {
+                metric: "body.height".into(),
+                value: 172.5,
+                unit: "cm".into(),
+                quality: Quality::Ok,
+                source_value: None,
+                source_unit: None,
+            }],
+            ..Default::default()
+        };
+        let a = Record::new(&origin, m.clone());
+        let b = Record::new(&origin, m);
+        assert_ne!(a.id, b.id);
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(json.contains("\"transport\":\"serial\""), "{json}");
+        assert!(json.contains("\"quality\":\"ok\""), "{json}");
+        assert!(
+            !json.contains("subject_ref"),
+            "absent fields are left out: {json}"
+        );
+        let back: Record = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+    }
+}

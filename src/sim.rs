@@ -1,0 +1,151 @@
+//! Simulated serial instruments on pseudo-terminals, for `fitedge demo` and
+//! the tests. The simulator writes real frames to the master side; the
+//! gateway opens the slave side by path with the same code it uses for a
+//! real port.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::PathBuf;
+
+/// The master side of a pseudo-terminal pair, and the slave's path.
+pub struct Pty {
+    master: File,
+    pub path: PathBuf,
+}
+
+impl Pty {
+    /// Opens a new pair in raw mode (no echo, no CR/LF translation), so the
+    /// bytes written arrive unchanged.
+    pub fn open() -> std::io::Result<Pty> {
+        // SAFETY: plain libc calls on a descriptor we own; each result is checked.
+        unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let master = File::from_raw_fd(fd);
+            if libc::grantpt(fd) != 0 || libc::unlockpt(fd) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut name = [0 as libc::c_char; 128];
+            if libc::ptsname_r(fd, name.as_mut_ptr(), name.len()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let path = std::ffi::CStr::from_ptr(name.as_ptr())
+                .to_string_lossy()
+                .into_owned();
+            // Termios requests on the master apply to the slave on Linux.
+            let mut tio: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut tio) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::cfmakeraw(&mut tio);
+            if libc::tcsetattr(fd, libc::TCSANOW, &tio) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(Pty {
+                master,
+                path: PathBuf::from(path),
+            })
+        }
+    }
+
+    /// Writes one frame to the device side.
+    pub fn write_frame(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.master.write_all(bytes)?;
+        self.master.flush()
+    }
+
+    pub fn raw_fd(&self) -> i32 {
+        self.master.as_raw_fd()
+    }
+}
+
+/// Kinds of simulated instruments, each producing realistic frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instrument {
+    /// Combined height/weight station: `ID=S0001;HT=172.5;WT=65.40\r\n`.
+    HeightWeight,
+    /// Grip dynamometer: `STX GRP,S0001,038.6 ETX BCC`.
+    Grip,
+}
+
+/// One simulated measurement: the frame and the values it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimFrame {
+    pub bytes: Vec<u8>,
+    pub subject: String,
+    /// (metric id, value in canonical unit)
+    pub values: Vec<(&'static str, f64)>,
+}
+
+impl Instrument {
+    /// The profile id that decodes this instrument.
+    pub fn profile_id(self) -> &'static str {
+        match self {
+            Instrument::HeightWeight => "height-weight-kv-line",
+            Instrument::Grip => "grip-dynamometer-stx-etx",
+        }
+    }
+
+    /// The `n`-th frame: subject `S<n>` and plausible values.
+    pub fn frame(self, n: u64, rng: &mut fastrand::Rng) -> SimFrame {
+        let subject = format!("S{n:05}");
+        match self {
+            Instrument::HeightWeight => {
+                let height = (rng.u32(1450..1950) as f64) / 10.0;
+                let weight = (rng.u32(4000..11000) as f64) / 100.0;
+                let text = format!("ID={subject};HT={height:.1};WT={weight:.2}\r\n");
+                SimFrame {
+                    bytes: text.into_bytes(),
+                    subject,
+                    values: vec![("body.height", height), ("body.weight", weight)],
+                }
+            }
+            Instrument::Grip => {
+                let grip = (rng.u32(150..650) as f64) / 10.0;
+                let body = format!("GRP,{subject},{grip:05.1}");
+                let mut bytes = vec![0x02];
+                bytes.extend_from_slice(body.as_bytes());
+                bytes.push(0x03);
+                let bcc = bytes[1..].iter().fold(0u8, |a, b| a ^ b);
+                bytes.push(bcc);
+                SimFrame {
+                    bytes,
+                    subject,
+                    values: vec![("strength.grip", grip)],
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn pty_passes_bytes_unchanged_to_the_slave() {
+        let mut pty = Pty::open().unwrap();
+        let mut slave = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&pty.path)
+            .unwrap();
+        pty.write_frame(b"A=1\r\n\x02\x03").unwrap();
+        let mut buf = [0u8; 7];
+        slave.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"A=1\r\n\x02\x03");
+    }
+
+    #[test]
+    fn grip_frames_carry_a_valid_bcc() {
+        let f = Instrument::Grip.frame(1, &mut fastrand::Rng::with_seed(1));
+        let n = f.bytes.len();
+        assert_eq!(
+            f.bytes[n - 1],
+            f.bytes[1..n - 1].iter().fold(0, |a, b| a ^ b)
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! Sources: the I/O side of each device. A source owns its link (serial
+//! port, ...), feeds the bytes it reads to the device's profile decoder, and
+//! sends the resulting records on to the outbox writer.
+//!
+//! Sources never give up: a missing or vanished device is retried with
+//! backoff for as long as the gateway runs.
+
+pub mod serial;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::profile::{frame::hex, DeviceDecoder, Profile};
+use crate::record::{Origin, Record};
+use crate::status::DeviceStats;
+
+/// Backoff between attempts to (re)open a device link.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            current: min,
+        }
+    }
+
+    /// The next delay: doubles up to `max`, with up to 25 % jitter so many
+    /// devices (or gateways) do not retry in lockstep.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.current;
+        self.current = (self.current * 2).min(self.max);
+        base.mul_f64(1.0 - fastrand::f64() * 0.25)
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
+/// What a source needs to turn bytes into records.
+pub struct DeviceContext {
+    pub origin: Origin,
+    pub profile: Profile,
+    pub stats: Arc<DeviceStats>,
+    pub records: mpsc::Sender<Record>,
+}
+
+impl DeviceContext {
+    /// Decodes bytes just read and sends on every record they complete.
+    /// Returns `false` once the record channel is closed (gateway stopping).
+    pub async fn ingest(&self, decoder: &mut DeviceDecoder, bytes: &[u8]) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        for outcome in decoder.feed(bytes) {
+            match outcome {
+                Ok(measurement) => {
+                    self.stats.frames_ok.fetch_add(1, Relaxed);
+                    let record = Record::new(&self.origin, measurement);
+                    debug!(message = "Frame decoded.", record = %record.id);
+                    if self.records.send(record).await.is_err() {
+                        return false;
+                    }
+                }
+                Err(failure) if failure.corrupt => {
+                    self.stats.frames_bad.fetch_add(1, Relaxed);
+                    self.stats.set_error(failure.error.clone());
+                    warn!(
+                        message = "Frame rejected.",
+                        error = %failure.error,
+                        hex = %hex(&failure.raw),
+                        profile = %self.origin.profile_id,
+                        stage = "decoding"
+                    );
+                }
+                Err(failure) => {
+                    self.stats.frames_ignored.fetch_add(1, Relaxed);
+                    debug!(message = "Frame ignored.", reason = %failure.error, hex = %hex(&failure.raw));
+                }
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_bounded_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let delays: Vec<_> = (0..6).map(|_| b.next_delay().as_millis()).collect();
+        for (d, base) in delays.iter().zip([100u128, 200, 400, 800, 800, 800]) {
+            assert!(*d <= base && *d >= base * 3 / 4, "{delays:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

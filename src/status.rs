@@ -1,0 +1,107 @@
+//! Counters the stages keep about themselves: per device, the buffer and
+//! the uplink. Shared as `Arc<Stats>`; read for logs and the status topic.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// Counters for one device.
+#[derive(Debug, Default)]
+pub struct DeviceStats {
+    pub frames_ok: AtomicU64,
+    pub frames_bad: AtomicU64,
+    /// Frames that were well-formed but not for this profile (wrong tag).
+    pub frames_ignored: AtomicU64,
+    pub connected: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl DeviceStats {
+    pub fn set_error(&self, error: impl Into<String>) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(error.into());
+        }
+    }
+}
+
+/// Gateway-wide counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub records_accepted: AtomicU64,
+    pub records_refused: AtomicU64,
+    pub records_dropped_oldest: AtomicU64,
+    pub records_acked: AtomicU64,
+    pub records_published: AtomicU64,
+    /// Records published again after a reconnect without a session.
+    pub records_republished: AtomicU64,
+    pub uplink_connects: AtomicU64,
+    pub uplink_connected: AtomicBool,
+    pub buffer_errors: AtomicU64,
+    devices: Mutex<BTreeMap<String, Arc<DeviceStats>>>,
+}
+
+/// A point-in-time copy of the counters, as reported.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Snapshot {
+    pub records_accepted: u64,
+    pub records_refused: u64,
+    pub records_dropped_oldest: u64,
+    pub records_acked: u64,
+    pub records_published: u64,
+    pub records_republished: u64,
+    pub uplink_connects: u64,
+    pub uplink_connected: bool,
+    pub buffer_errors: u64,
+    pub devices: BTreeMap<String, DeviceSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeviceSnapshot {
+    pub connected: bool,
+    pub frames_ok: u64,
+    pub frames_bad: u64,
+    pub frames_ignored: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Stats {
+    /// The counters of device `id`, created on first use.
+    pub fn device(&self, id: &str) -> Arc<DeviceStats> {
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        devices.entry(id.to_string()).or_default().clone()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        Snapshot {
+            records_accepted: self.records_accepted.load(Relaxed),
+            records_refused: self.records_refused.load(Relaxed),
+            records_dropped_oldest: self.records_dropped_oldest.load(Relaxed),
+            records_acked: self.records_acked.load(Relaxed),
+            records_published: self.records_published.load(Relaxed),
+            records_republished: self.records_republished.load(Relaxed),
+            uplink_connects: self.uplink_connects.load(Relaxed),
+            uplink_connected: self.uplink_connected.load(Relaxed),
+            buffer_errors: self.buffer_errors.load(Relaxed),
+            devices: devices
+                .iter()
+                .map(|(id, d)| {
+                    let last_error = d.last_error.lock().ok().and_then(|e| e.clone());
+                    (
+                        id.clone(),
+                        DeviceSnapshot {
+                            connected: d.connected.load(Relaxed),
+                            frames_ok: d.frames_ok.load(Relaxed),
+                            frames_bad: d.frames_bad.load(Relaxed),
+                            frames_ignored: d.frames_ignored.load(Relaxed),
+                            last_error,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}
