@@ -1,0 +1,234 @@
+//! Fixtures shared by the integration tests: an embedded broker, a platform
+//! subscriber, simulated instruments on pseudo-terminals, config files and
+//! the real binary as a child process.
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fitedge::record::Record;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+pub const GATEWAY: &str = "gw-test";
+pub const SITE: &str = "site-test";
+
+/// The repository's profile catalogue.
+pub fn profiles_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("device-profiles")
+}
+
+/// Starts an embedded broker on a free loopback port.
+pub fn broker() -> u16 {
+    fitedge::broker::start()
+        .expect("embedded broker starts")
+        .port
+}
+
+/// What the platform received, shared with the subscriber's task.
+#[derive(Default)]
+pub struct Received {
+    pub records: Vec<Record>,
+    pub statuses: Vec<serde_json::Value>,
+    pub raw: Vec<(String, Vec<u8>)>,
+}
+
+/// A subscriber standing in for the platform, on its own thread and runtime
+/// so it can serve blocking tests too.
+pub struct Platform {
+    pub received: Arc<Mutex<Received>>,
+}
+
+impl Platform {
+    /// Subscribes to everything under `fitedge/` and waits for the SUBACK.
+    pub fn subscribe(port: u16) -> Platform {
+        let received: Arc<Mutex<Received>> = Arc::default();
+        let sink = received.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let id = format!("platform-{}-{}", std::process::id(), fastrand::u32(..));
+                let mut options = MqttOptions::new(id, "127.0.0.1", port);
+                options
+                    .set_keep_alive(Duration::from_secs(30))
+                    .set_max_packet_size(1 << 20, 1 << 20);
+                let (client, mut eventloop) = AsyncClient::new(options, 64);
+                client
+                    .subscribe("fitedge/#", QoS::AtLeastOnce)
+                    .await
+                    .unwrap();
+                let mut ready = Some(ready_tx);
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            let mut r = sink.lock().unwrap();
+                            r.raw.push((p.topic.clone(), p.payload.to_vec()));
+                            if p.topic.ends_with("/status") {
+                                r.statuses.push(serde_json::from_slice(&p.payload).unwrap());
+                            } else {
+                                let record: Record = serde_json::from_slice(&p.payload)
+                                    .unwrap_or_else(|e| {
+                                        panic!("payload on {} is not a record: {e}", p.topic)
+                                    });
+                                r.records.push(record);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("platform subscribed");
+        Platform { received }
+    }
+
+    /// Waits until `done` holds for what was received, or `within` passes.
+    pub fn wait_until(&self, within: Duration, done: impl Fn(&Received) -> bool) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if done(&self.received.lock().unwrap()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        done(&self.received.lock().unwrap())
+    }
+
+    pub fn records(&self) -> Vec<Record> {
+        self.received.lock().unwrap().records.clone()
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.received.lock().unwrap().records.len()
+    }
+}
+
+/// Sequence numbers received, with duplicates counted.
+pub fn seq_report(records: &[Record]) -> (BTreeSet<u64>, usize) {
+    let mut seqs = BTreeSet::new();
+    let mut ids = HashMap::new();
+    let mut duplicates = 0;
+    for r in records {
+        if ids.insert(r.id.clone(), r.seq).is_some() {
+            duplicates += 1;
+        }
+        seqs.insert(r.seq);
+    }
+    (seqs, duplicates)
+}
+
+/// A `[[device]]` for a config file.
+pub struct DeviceEntry<'a> {
+    pub id: &'a str,
+    pub profile: &'a str,
+    pub port: &'a Path,
+}
+
+/// Writes a config for the gateway into `dir` and returns its path.
+pub fn write_config(dir: &Path, broker_port: u16, devices: &[DeviceEntry]) -> PathBuf {
+    let mut text = format!(
+        r#"gateway_id = "{GATEWAY}"
+site_id = "{SITE}"
+profile_dirs = ["{profiles}"]
+
+[upstream]
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "fitedge-test-{pid}-{rand}"
+keep_alive_seconds = 5
+inflight_window = 20
+reconnect_min_ms = 100
+reconnect_max_seconds = 1
+
+[buffer]
+dir = "{buffer}"
+max_records = 5000
+"#,
+        profiles = profiles_dir().display(),
+        pid = std::process::id(),
+        rand = fastrand::u32(..),
+        buffer = dir.join("buffer").display(),
+    );
+    for d in devices {
+        text.push_str(&format!(
+            "\n[[device]]\nid = \"{}\"\nprofile = \"{}\"\n[device.transport]\ntype = \"serial\"\nport = \"{}\"\nbaud = 9600\n",
+            d.id,
+            d.profile,
+            d.port.display()
+        ));
+    }
+    let path = dir.join("fitedge.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The real `fitedge` binary.
+pub fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fitedge"))
+}
+
+/// The daemon as a child process, logging to `<dir>/gateway-<n>.log`.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, n: usize) -> Daemon {
+        let log = config.with_file_name(format!("gateway-{n}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = binary()
+            .args(["run", "--config"])
+            .arg(config)
+            .env("FITEDGE_LOG", "info,fitedge=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("fitedge binary starts");
+        Daemon { child, log }
+    }
+
+    pub fn signal(&mut self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits for the process to end (bounded); its exit status.
+    pub fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,233 @@
+//! `fitedge check` and `fitedge run` on good and broken configs and profiles:
+//! every problem is reported with file, line and a fix, and the exit code is
+//! 78 (EX_CONFIG).
+
+mod common;
+
+use std::path::Path;
+
+use common::{binary, profiles_dir, write_config, DeviceEntry};
+
+fn check(config: &Path) -> (i32, String, String) {
+    let out = binary()
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The 1-based line of the first line containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle in text")
+        + 1
+}
+
+#[test]
+fn the_shipped_example_config_is_valid_apart_from_its_paths() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/fitedge.toml");
+    let text = std::fs::read_to_string(&example).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Point the example's directories at the repository, as an install would.
+    let text = text
+        .replace("\"/etc/fitedge/device-profiles\", ", "")
+        .replace(
+            "/usr/share/fitedge/device-profiles",
+            &profiles_dir().display().to_string(),
+        )
+        .replace(
+            "password_file = \"/etc/fitedge/upstream.password\"",
+            &format!("password_file = \"{}\"", dir.path().join("pw").display()),
+        );
+    std::fs::write(dir.path().join("pw"), "secret\n").unwrap();
+    let config = dir.path().join("fitedge.toml");
+    std::fs::write(&config, text).unwrap();
+    let (code, stdout, stderr) = check(&config);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(
+        stdout.contains("not present now"),
+        "absent ports are noted, not fatal: {stdout}"
+    );
+}
+
+#[test]
+fn a_good_config_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        1883,
+        &[DeviceEntry {
+            id: "hw-1",
+            profile: "height-weight-kv-line",
+            port: Path::new("/dev/null"),
+        }],
+    );
+    let (code, stdout, _) = check(&config);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("1 device(s), 1 profile(s)"), "{stdout}");
+}
+
+#[test]
+fn config_problems_name_file_line_and_fix_and_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        1883,
+        &[DeviceEntry {
+            id: "hw-1",
+            profile: "height-weight-kv-line",
+            port: Path::new("/dev/null"),
+        }],
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace("keep_alive_seconds = 5", "keep_alive_seconds = 0")
+        .replace("baud = 9600", "baud = 3");
+    std::fs::write(&config, &text).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78);
+    let path = config.display().to_string();
+    let keep_alive = line_of(&text, "keep_alive_seconds = 0");
+    let baud = line_of(&text, "baud = 3");
+    assert!(
+        stderr.contains(&format!("{path}:{keep_alive}: keep_alive_seconds = 0")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{path}:{baud}: baud 3")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fix:"), "{stderr}");
+    assert!(stderr.contains("2 problem(s) found."), "{stderr}");
+}
+
+#[test]
+fn a_syntax_error_is_placed_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fitedge.toml");
+    std::fs::write(
+        &config,
+        "gateway_id = \"gw\"\nsite_id = \"s\"\n[upstream\nhost = \"x\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78);
+    assert!(stderr.contains("fitedge.toml:3:"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_profile_is_reported_at_the_device_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        1883,
+        &[DeviceEntry {
+            id: "hw-1",
+            profile: "no-such-profile",
+            port: Path::new("/dev/null"),
+        }],
+    );
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78);
+    let line = line_of(&std::fs::read_to_string(&config).unwrap(), "id = \"hw-1\"");
+    assert!(
+        stderr.contains(&format!(
+            "{}:{line}: profile \"no-such-profile\" not found",
+            config.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_broken_profile_is_reported_with_its_own_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    let good =
+        std::fs::read_to_string(profiles_dir().join("grip-dynamometer-stx-etx.toml")).unwrap();
+    let typo = good.replace("metric = \"strength.grip\"", "metric = \"strength.gripp\"");
+    std::fs::write(profiles.join("grip-dynamometer-stx-etx.toml"), &typo).unwrap();
+    let config = write_config(
+        dir.path(),
+        1883,
+        &[DeviceEntry {
+            id: "g",
+            profile: "grip-dynamometer-stx-etx",
+            port: Path::new("/dev/null"),
+        }],
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            &profiles_dir().display().to_string(),
+            &profiles.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78);
+    let line = typo
+        .lines()
+        .position(|l| l.contains("strength.gripp"))
+        .unwrap()
+        + 1;
+    let field_line = typo
+        .lines()
+        .take(line)
+        .collect::<Vec<_>>()
+        .iter()
+        .rposition(|l| l.starts_with("[[field]]"))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.contains(&format!(
+            "grip-dynamometer-stx-etx.toml:{field_line}: unknown metric id \"strength.gripp\""
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("did you mean \"strength.grip\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_config_with_exit_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fitedge.toml");
+    std::fs::write(&config, "gateway_id = \"gw\"\n").unwrap();
+    let out = binary()
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing field"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_missing_config_file_says_what_to_do() {
+    let out = binary()
+        .args(["check", "--config", "/nonexistent/fitedge.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read the config file") && stderr.contains("systemd/fitedge.toml"),
+        "{stderr}"
+    );
+}
