@@ -63,6 +63,26 @@ impl SourceText<'_> {
         }
     }
 
+    /// The span of the line that sets `key` in the table starting at
+    /// `table` (its header), or `table` itself when the key is not there.
+    pub fn key_span(&self, table: Range<usize>, key: &str) -> Range<usize> {
+        let mut at = table.start.min(self.text.len());
+        for (i, line) in self.text[at..].split_inclusive('\n').enumerate() {
+            let trimmed = line.trim_start();
+            if i > 0 && trimmed.starts_with('[') {
+                break; // the next table
+            }
+            if trimmed
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+            {
+                return at..at + line.len();
+            }
+            at += line.len();
+        }
+        table
+    }
+
     /// A TOML syntax or type error, placed at its line.
     pub fn parse_problem(&self, error: &toml::de::Error, fix: &str) -> Problem {
         // The first line of toml's message is the gist; the rest is a code excerpt.
@@ -99,5 +119,21 @@ mod tests {
         let p = src.problem(Some(12..13), "bad c", "set c to 4");
         assert_eq!(p.line, Some(3));
         assert_eq!(p.to_string(), "x.toml:3: bad c (fix: set c to 4)");
+    }
+
+    #[test]
+    fn key_span_finds_the_key_line_inside_a_table() {
+        let text = "[[field]]\nindex = 2\nmetric = \"x\"\n[[field]]\nmetric = \"y\"\n";
+        let src = SourceText {
+            path: Path::new("p.toml"),
+            text,
+        };
+        let second = text.rfind("[[field]]").unwrap();
+        assert_eq!(src.line_of(src.key_span(0..9, "metric").start), 3);
+        assert_eq!(
+            src.line_of(src.key_span(second..second + 9, "metric").start),
+            5
+        );
+        assert_eq!(src.key_span(0..9, "unit"), 0..9, "not in the first table");
     }
 }

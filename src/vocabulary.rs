@@ -69,15 +69,13 @@ impl Vocabulary {
         self.metrics.keys().map(String::as_str)
     }
 
-    /// The ids closest to an unknown one, to suggest a fix.
+    /// The known id closest to an unknown one (a typo), to suggest a fix.
     pub fn suggest(&self, unknown: &str) -> Option<&str> {
-        let tail = unknown.rsplit('.').next().unwrap_or(unknown);
         self.ids()
-            .find(|id| id.ends_with(tail) || id.contains(tail))
-            .or_else(|| {
-                self.ids()
-                    .find(|id| unknown.contains(id.rsplit('.').next().unwrap_or(id)))
-            })
+            .map(|id| (strsim::damerau_levenshtein(unknown, id), id))
+            .filter(|(distance, id)| *distance <= (id.len() / 3).max(2))
+            .min_by_key(|(distance, _)| *distance)
+            .map(|(_, id)| id)
     }
 }
 
@@ -104,8 +102,11 @@ mod tests {
 
     #[test]
     fn suggests_a_known_id_for_a_near_miss() {
-        assert_eq!(Vocabulary::get().suggest("body.hieght"), None);
-        assert_eq!(Vocabulary::get().suggest("grip"), Some("strength.grip"));
+        let v = Vocabulary::get();
+        assert_eq!(v.suggest("body.hieght"), Some("body.height"));
+        assert_eq!(v.suggest("flex.sit_reach"), Some("flex.sit_and_reach"));
+        assert_eq!(v.suggest("strength.gripp"), Some("strength.grip"));
+        assert_eq!(v.suggest("temperature"), None);
     }
 
     /// The vocabulary is the programme's shared one; keep the copy in step.

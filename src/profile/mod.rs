@@ -339,7 +339,7 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
                             .map(|s| format!("did you mean \"{s}\"? "))
                             .unwrap_or_default();
                         problems.push(src.problem(
-                            span.clone(),
+                            span.clone().map(|s| src.key_span(s, "metric")),
                             format!("unknown metric id \"{m}\""),
                             format!("{hint}use an id from metrics.toml"),
                         ));
@@ -348,7 +348,7 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
                         if let Some(unit) = &f.unit {
                             if let Err(e) = units::convertible(unit, &metric.unit) {
                                 problems.push(src.problem(
-                                    span.clone(),
+                                    span.clone().map(|s| src.key_span(s, "unit")),
                                     format!("{}: {e}", f.label()),
                                     "set unit to the device's unit",
                                 ));
@@ -568,8 +568,12 @@ error = "not a number"
         let problems =
             parse(&KV.replace("metric = \"body.height\"", "metric = \"body.heigth\"")).unwrap_err();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert_eq!(problems[0].line, Some(11));
+        assert_eq!(problems[0].line, Some(13), "the metric key's own line");
         assert!(problems[0].message.contains("body.heigth"));
+        assert!(
+            problems[0].fix.contains("did you mean \"body.height\""),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Received {
     pub records: Vec<Record>,
     pub statuses: Vec<serde_json::Value>,
     pub raw: Vec<(String, Vec<u8>)>,
+    /// SUBACKs seen: one per (re)connect of the subscriber.
+    pub subacks: usize,
 }
 
 /// A subscriber standing in for the platform, on its own thread and runtime
@@ -59,14 +61,15 @@ impl Platform {
                     .set_keep_alive(Duration::from_secs(30))
                     .set_max_packet_size(1 << 20, 1 << 20);
                 let (client, mut eventloop) = AsyncClient::new(options, 64);
-                client
-                    .subscribe("fitedge/#", QoS::AtLeastOnce)
-                    .await
-                    .unwrap();
                 let mut ready = Some(ready_tx);
                 loop {
                     match eventloop.poll().await {
+                        // (Re)subscribe on every connect: a restarted broker forgets us.
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                            client.try_subscribe("fitedge/#", QoS::AtLeastOnce).unwrap();
+                        }
                         Ok(Event::Incoming(Packet::SubAck(_))) => {
+                            sink.lock().unwrap().subacks += 1;
                             if let Some(tx) = ready.take() {
                                 let _ = tx.send(());
                             }
@@ -85,7 +88,7 @@ impl Platform {
                             }
                         }
                         Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
                     }
                 }
             });
@@ -230,5 +233,78 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Debian's mosquitto as a real third-party broker on loopback.
+pub struct Mosquitto {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto on a free port, or `None` (with a visible message)
+    /// where it is not installed and `FITEDGE_REQUIRE_MOSQUITTO` is unset.
+    pub fn start() -> Option<Mosquitto> {
+        let installed = Path::new("/usr/sbin/mosquitto").exists();
+        if !installed {
+            assert!(
+                std::env::var_os("FITEDGE_REQUIRE_MOSQUITTO").is_none(),
+                "mosquitto is required here but not installed (apt-get install mosquitto)"
+            );
+            eprintln!("SKIPPED: mosquitto is not installed (apt-get install mosquitto); .ci/run installs it");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut m = Mosquitto {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        m.restart();
+        Some(m)
+    }
+
+    /// (Re)starts the broker on the same port, without persistence: a
+    /// restart forgets every session, as Debian's default broker does.
+    pub fn restart(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nmax_queued_messages 0\nlog_dest none\n", self.port),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let up = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+        assert!(up, "mosquitto listens on {}", self.port);
+    }
+
+    /// Kills the broker abruptly.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
