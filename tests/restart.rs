@@ -10,8 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{broker, seq_report, write_config, Daemon, DeviceEntry, Platform};
-use fitedge::config::FullPolicy;
-use fitedge::outbox::{Outbox, OutboxOptions};
 use fitedge::sim::{Instrument, Pty};
 
 const KILLS: usize = 3;
@@ -157,16 +155,7 @@ fn every_accepted_record_arrives_across_kills_and_a_clean_restart() {
         .success());
 
     // What the gateway accepted, from its own buffer.
-    let outbox = Outbox::open(
-        &dir.path().join("buffer"),
-        OutboxOptions {
-            max_records: 5000,
-            max_record_bytes: 16 * 1024,
-            full_policy: FullPolicy::DropOldest,
-            cache_bytes: 1 << 20,
-        },
-    )
-    .unwrap();
+    let outbox = common::open_buffer(dir.path());
     let accepted = outbox.head();
     assert_eq!(outbox.pending(), 0, "everything accepted was acknowledged");
     drop(outbox);

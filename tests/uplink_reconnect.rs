@@ -9,8 +9,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{binary, seq_report, write_config, Daemon, DeviceEntry, Mosquitto, Platform};
-use fitedge::config::FullPolicy;
-use fitedge::outbox::{Outbox, OutboxOptions};
 use fitedge::record::Record;
 use fitedge::sim::{Instrument, Pty};
 
@@ -144,16 +142,7 @@ fn records_buffered_during_a_broker_outage_arrive_after_it_restarts() {
         fresh_sessions, 2,
         "first connect and the restarted broker had no session for us:\n{log}"
     );
-    let outbox = Outbox::open(
-        &dir.path().join("buffer"),
-        OutboxOptions {
-            max_records: 5000,
-            max_record_bytes: 16 * 1024,
-            full_policy: FullPolicy::DropOldest,
-            cache_bytes: 1 << 20,
-        },
-    )
-    .unwrap();
+    let outbox = common::open_buffer(dir.path());
     assert_eq!((outbox.head(), outbox.pending()), (400, 0));
     let (seqs, duplicates) = seq_report(&platform.records());
     println!("broker outage: 400 records, duplicates {duplicates}");

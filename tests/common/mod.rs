@@ -179,6 +179,17 @@ max_records = 5000
     path
 }
 
+/// Opens the buffer a test gateway left in `dir` (see `write_config`).
+pub fn open_buffer(dir: &Path) -> fitedge::outbox::Outbox {
+    let options = fitedge::outbox::OutboxOptions {
+        max_records: 5000,
+        max_record_bytes: 16 * 1024,
+        full_policy: fitedge::config::FullPolicy::DropOldest,
+        cache_bytes: 1 << 20,
+    };
+    fitedge::outbox::Outbox::open(&dir.join("buffer"), options).expect("the gateway's buffer opens")
+}
+
 /// The real `fitedge` binary.
 pub fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fitedge"))
