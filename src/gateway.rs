@@ -107,6 +107,7 @@ pub async fn run(
                 transport: Transport::Serial,
             },
             profile,
+            decode: Default::default(),
             stats: stats.device(&device.id),
             records: records_tx.clone(),
         };

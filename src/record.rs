@@ -82,6 +82,9 @@ pub struct Record {
     /// Whether the gateway clock was synchronized when the frame arrived.
     pub clock_synced: bool,
     pub values: Vec<Reading>,
+    /// Metrics the device reported as "no data" (sentinels, NaN).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent: Vec<String>,
     /// Extra device fields passed through unchanged (e.g. `side`, `attempt`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, serde_json::Value>,
@@ -91,6 +94,7 @@ pub struct Record {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Measurement {
     pub values: Vec<Reading>,
+    pub absent: Vec<String>,
     pub subject_ref: Option<String>,
     pub device_time: Option<String>,
     pub attributes: BTreeMap<String, serde_json::Value>,
@@ -124,6 +128,7 @@ impl Record {
             received_at: crate::clock::now_rfc3339(),
             clock_synced: crate::clock::is_synchronized(),
             values: measurement.values,
+            absent: measurement.absent,
             attributes: measurement.attributes,
         }
     }

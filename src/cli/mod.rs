@@ -336,7 +336,7 @@ fn decode(args: DecodeArgs) -> ExitCode {
             return ExitCode::from(EXIT_DATA);
         }
     };
-    let outcomes = profile.decode_all(&input);
+    let outcomes = profile.decode_all(&input, &Default::default());
     if outcomes.is_empty() {
         eprintln!(
             "fitedge decode: the input holds no complete frame for profile {}",

@@ -1,35 +1,57 @@
-//! Decoding: one frame's payload -> named raw fields -> a normalized
-//! [`Measurement`] (canonical metric ids and units, plausibility flagged).
+//! Decoding: one frame's payload -> raw fields -> a normalized
+//! [`Measurement`] (canonical metric ids and units, plausibility flagged,
+//! "no data" values listed as absent).
 //!
 //! Pure: no I/O and no logging; callers log and count the errors.
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
+use super::binary::{self, BinError, BinType, BinValue};
+use super::checksum::Endian;
+use super::frame::parse_hex;
 use crate::record::{Measurement, Quality, Reading};
 use crate::units;
 use crate::vocabulary::Vocabulary;
 
 /// How a frame's payload is split into fields, as written in `[decode]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DecodeSpec {
-    /// `KEY=VALUE` pairs: `ID=S0001;HT=172.5;WT=65.40`.
+    /// `KEY=VALUE` pairs: `ID=S0001;HT=172.5;WT=65.40`. Fields by `key`.
     KeyValue {
         #[serde(default = "default_pair_separator")]
         pair_separator: String,
         #[serde(default = "default_kv_separator")]
         separator: String,
     },
-    /// Fields by position: `$VC,S0001,3450,0`. With `tag`, field 0 must equal it.
+    /// Fields by position: `$VC,S0001,3450,0`. With `tag`, field 0 must
+    /// equal it (NMEA-like `$TAG,` sentences). Fields by `index`.
     Csv {
         #[serde(default = "default_csv_separator")]
         separator: String,
         #[serde(default)]
         tag: Option<String>,
     },
+    /// A regular expression over the text; fields by capture name (`key`).
+    Regex { pattern: Pattern },
+    /// Binary fields at byte offsets from the first byte of the frame. Each
+    /// `expect` must hold or the frame is not for this profile.
+    Binary {
+        #[serde(default)]
+        expect: Vec<ExpectBytes>,
+    },
+    /// A JSON document; fields by JSON `pointer`. Each `require` pointer
+    /// must hold the given value or the payload is not for this profile.
+    Json {
+        #[serde(default)]
+        require: BTreeMap<String, String>,
+    },
+    /// A Modbus RTU read response (FC 03/04); fields by `register`, counted
+    /// from the first register requested.
+    Modbus,
 }
 
 fn default_pair_separator() -> String {
@@ -42,6 +64,32 @@ fn default_csv_separator() -> String {
     ",".into()
 }
 
+/// A compiled regular expression, written as a string.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        regex::Regex::new(&s)
+            .map(Pattern)
+            .map_err(|e| serde::de::Error::custom(format!("invalid regex: {e}")))
+    }
+}
+
+/// Bytes a binary frame must have at an offset (a command or type code).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectBytes {
+    pub offset: usize,
+    #[serde(deserialize_with = "hex_string")]
+    pub hex: Vec<u8>,
+}
+
+fn hex_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    parse_hex(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
 /// What a field of the frame becomes.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
@@ -51,22 +99,80 @@ pub enum Role {
     Metric,
     /// The id of the person measured.
     Subject,
-    /// The device's own timestamp (`format` is a strftime pattern).
+    /// The device's own timestamp (`format` is a strftime pattern, or "unix").
     DeviceTime,
     /// Passed through as `attributes.<name>`.
     Attribute,
 }
 
+/// A condition on a flag byte: the field is present only when it holds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    pub offset: usize,
+    pub mask: u8,
+    /// Present when the masked bits are set (default) or clear.
+    #[serde(default = "yes")]
+    pub set: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Checks a subject id must pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectCheck {
+    /// Chinese resident identity number: 17 digits and an ISO 7064
+    /// MOD 11-2 check character.
+    CnResidentId,
+}
+
 /// A `[[field]]` table of a profile.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldSpec {
-    /// Key, for `key_value` payloads.
+    /// Key (`key_value`) or capture name (`regex`).
     #[serde(default)]
     pub key: Option<String>,
-    /// 0-based position, for `csv` payloads (the tag is field 0).
+    /// 0-based position (`csv`; the tag is field 0).
     #[serde(default)]
     pub index: Option<usize>,
+    /// JSON pointer (`json`), e.g. "/count".
+    #[serde(default)]
+    pub pointer: Option<String>,
+    /// Byte offset from the frame's first byte (`binary`).
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Register number from the first one read (`modbus`).
+    #[serde(default)]
+    pub register: Option<usize>,
+    /// Binary encoding (`binary`; `modbus` defaults to u16).
+    #[serde(default, rename = "type")]
+    pub kind: Option<BinType>,
+    #[serde(default)]
+    pub endian: Endian,
+    /// Modbus 32-bit values: which register holds the high word.
+    #[serde(default)]
+    pub word_order: Endian,
+    /// Bytes, for bcd, ascii and utf16le.
+    #[serde(default)]
+    pub length: Option<usize>,
+    /// Bit field: `(value >> shift) & mask`.
+    #[serde(default)]
+    pub mask: Option<u64>,
+    #[serde(default)]
+    pub shift: u32,
+    /// The field exists only when this flag condition holds.
+    #[serde(default)]
+    pub when: Option<Gate>,
+    /// Raw values that mean "no data" (e.g. 0xFFFF): listed as absent.
+    #[serde(default)]
+    pub absent: Vec<f64>,
+    /// Raw value -> label, for attributes (enums such as 0 = "left").
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
     #[serde(default)]
     pub role: Role,
     /// Canonical metric id, for `role = "metric"`.
@@ -77,17 +183,30 @@ pub struct FieldSpec {
     pub unit: Option<String>,
     #[serde(default = "one")]
     pub scale: f64,
+    /// Added after scaling, before unit conversion.
     #[serde(default)]
-    pub offset: f64,
+    pub add: f64,
     /// Attribute name, for `role = "attribute"` (defaults to the key).
     #[serde(default)]
     pub name: Option<String>,
-    /// strftime pattern for `role = "device_time"`; the result is taken as UTC.
+    /// strftime pattern (or "unix") for `role = "device_time"`; taken as UTC.
     #[serde(default)]
     pub format: Option<String>,
+    /// A check the subject id must pass, for `role = "subject"`.
+    #[serde(default)]
+    pub check: Option<SubjectCheck>,
+    /// Send only a salted SHA-256 of the subject id ("sha256").
+    #[serde(default)]
+    pub hash: Option<SubjectHash>,
     /// A missing optional field is skipped instead of failing the frame.
     #[serde(default)]
     pub optional: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectHash {
+    Sha256,
 }
 
 fn one() -> f64 {
@@ -95,13 +214,26 @@ fn one() -> f64 {
 }
 
 impl FieldSpec {
-    /// How the field is named in messages: its key or its position.
+    /// How the field is named in messages.
     pub fn label(&self) -> String {
-        match (&self.key, self.index) {
-            (Some(k), _) => format!("key \"{k}\""),
-            (None, Some(i)) => format!("field {i}"),
-            (None, None) => "field".into(),
+        if let Some(k) = &self.key {
+            format!("key \"{k}\"")
+        } else if let Some(i) = self.index {
+            format!("field {i}")
+        } else if let Some(p) = &self.pointer {
+            format!("pointer \"{p}\"")
+        } else if let Some(o) = self.offset {
+            format!("offset {o}")
+        } else if let Some(r) = self.register {
+            format!("register {r}")
+        } else {
+            "field".into()
         }
+    }
+
+    /// Bytes the field reads (binary/modbus), when known.
+    pub fn byte_size(&self) -> Option<usize> {
+        self.kind.and_then(BinType::size).or(self.length)
     }
 }
 
@@ -114,15 +246,35 @@ pub enum DecodeError {
     Empty,
     #[error("frame tag is \"{found}\", this profile expects \"{expected}\"")]
     TagMismatch { expected: String, found: String },
+    #[error("frame does not match the profile's pattern")]
+    NoMatch,
     #[error("{field} is missing from the frame")]
     MissingField { field: String },
     #[error("{field} holds \"{text}\", which is not a number")]
     BadNumber { field: String, text: String },
+    #[error("{field}: frame has {have} bytes, the field needs {need}")]
+    TooShort {
+        field: String,
+        have: usize,
+        need: usize,
+    },
+    #[error("{field}: {detail}")]
+    BadBytes { field: String, detail: String },
     #[error("{field} holds \"{text}\", which does not match time format \"{format}\"")]
     BadTime {
         field: String,
         text: String,
         format: String,
+    },
+    #[error("subject id \"{text}\" fails its check ({check:?}); ask for a re-scan")]
+    BadSubject { text: String, check: SubjectCheck },
+    #[error("payload is not JSON: {0}")]
+    NotJson(String),
+    #[error("Modbus exception {code} ({meaning}) from slave {slave}")]
+    ModbusException {
+        slave: u8,
+        code: u8,
+        meaning: &'static str,
     },
     #[error("{0}")]
     Unit(#[from] units::UnitError),
@@ -132,35 +284,69 @@ impl DecodeError {
     /// Not-applicable (the frame is not one this profile decodes) versus
     /// corrupt (it is, but its content is wrong), for counters.
     pub fn is_corrupt(&self) -> bool {
-        !matches!(self, DecodeError::TagMismatch { .. } | DecodeError::Empty)
+        !matches!(
+            self,
+            DecodeError::TagMismatch { .. } | DecodeError::Empty | DecodeError::NoMatch
+        )
     }
 }
 
-/// Splits a payload into raw field texts keyed by key or by position.
-fn split<'a>(spec: &DecodeSpec, text: &'a str) -> Result<Fields<'a>, DecodeError> {
-    let text = text.trim();
+/// Inputs to decoding besides the frame: the gateway's subject-hash salt.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeContext {
+    pub salt: Vec<u8>,
+}
+
+/// A payload split into fields, ready for lookups.
+enum Parsed<'a> {
+    Keyed(BTreeMap<String, &'a str>),
+    Positional(Vec<&'a str>),
+    Bytes(&'a [u8]),
+    Json(serde_json::Value),
+    Registers(Vec<u16>),
+}
+
+/// A field's value before normalization.
+enum Raw {
+    Text(String),
+    Number(f64),
+    Absent,
+}
+
+fn text(payload: &[u8]) -> Result<&str, DecodeError> {
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| DecodeError::NotText)?
+        .trim();
     if text.is_empty() {
-        return Err(DecodeError::Empty);
+        Err(DecodeError::Empty)
+    } else {
+        Ok(text)
     }
-    match spec {
+}
+
+fn parse<'a>(spec: &DecodeSpec, payload: &'a [u8]) -> Result<Parsed<'a>, DecodeError> {
+    Ok(match spec {
         DecodeSpec::KeyValue {
             pair_separator,
             separator,
         } => {
             let mut map = BTreeMap::new();
-            for pair in text
+            for pair in text(payload)?
                 .split(pair_separator.as_str())
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
             {
                 if let Some((k, v)) = pair.split_once(separator.as_str()) {
-                    map.insert(k.trim(), v.trim());
+                    map.insert(k.trim().to_string(), v.trim());
                 }
             }
-            Ok(Fields::Keyed(map))
+            Parsed::Keyed(map)
         }
         DecodeSpec::Csv { separator, tag } => {
-            let fields: Vec<&str> = text.split(separator.as_str()).map(str::trim).collect();
+            let fields: Vec<&str> = text(payload)?
+                .split(separator.as_str())
+                .map(str::trim)
+                .collect();
             if let Some(tag) = tag {
                 if fields[0] != tag {
                     return Err(DecodeError::TagMismatch {
@@ -169,23 +355,186 @@ fn split<'a>(spec: &DecodeSpec, text: &'a str) -> Result<Fields<'a>, DecodeError
                     });
                 }
             }
-            Ok(Fields::Positional(fields))
+            Parsed::Positional(fields)
         }
+        DecodeSpec::Regex { pattern } => {
+            let text = text(payload)?;
+            let caps = pattern.0.captures(text).ok_or(DecodeError::NoMatch)?;
+            let mut map = BTreeMap::new();
+            for name in pattern.0.capture_names().flatten() {
+                if let Some(m) = caps.name(name) {
+                    map.insert(name.to_string(), &text[m.start()..m.end()]);
+                }
+            }
+            Parsed::Keyed(map)
+        }
+        DecodeSpec::Binary { expect } => {
+            for e in expect {
+                let found = payload.get(e.offset..e.offset + e.hex.len());
+                if found != Some(e.hex.as_slice()) {
+                    return Err(DecodeError::TagMismatch {
+                        expected: format!("{} at offset {}", super::frame::hex(&e.hex), e.offset),
+                        found: found
+                            .map(super::frame::hex)
+                            .unwrap_or_else(|| "nothing".into()),
+                    });
+                }
+            }
+            Parsed::Bytes(payload)
+        }
+        DecodeSpec::Json { require } => {
+            let value: serde_json::Value =
+                serde_json::from_slice(payload).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+            for (pointer, want) in require {
+                let found = value.pointer(pointer).map(json_text).unwrap_or_default();
+                if &found != want {
+                    return Err(DecodeError::TagMismatch {
+                        expected: format!("{pointer} = {want}"),
+                        found,
+                    });
+                }
+            }
+            Parsed::Json(value)
+        }
+        DecodeSpec::Modbus => Parsed::Registers(modbus_registers(payload)?),
+    })
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 
-enum Fields<'a> {
-    Keyed(BTreeMap<&'a str, &'a str>),
-    Positional(Vec<&'a str>),
+/// The registers of a Modbus read response `slave fc count data... crc`.
+fn modbus_registers(frame: &[u8]) -> Result<Vec<u16>, DecodeError> {
+    let short = |need| DecodeError::TooShort {
+        field: "Modbus response".into(),
+        have: frame.len(),
+        need,
+    };
+    let (&slave, rest) = frame.split_first().ok_or_else(|| short(5))?;
+    let (&function, rest) = rest.split_first().ok_or_else(|| short(5))?;
+    if function & 0x80 != 0 {
+        let code = *rest.first().ok_or_else(|| short(5))?;
+        let meaning = match code {
+            1 => "illegal_function",
+            2 => "illegal_data_address",
+            3 => "illegal_data_value",
+            4 => "slave_device_failure",
+            5 => "acknowledge",
+            6 => "slave_device_busy",
+            _ => "unknown",
+        };
+        return Err(DecodeError::ModbusException {
+            slave,
+            code,
+            meaning,
+        });
+    }
+    let count = *rest.first().ok_or_else(|| short(5))? as usize;
+    let data = rest.get(1..1 + count).ok_or_else(|| short(3 + count + 2))?;
+    Ok(data
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect())
 }
 
-impl<'a> Fields<'a> {
-    fn get(&self, field: &FieldSpec) -> Option<&'a str> {
-        match self {
-            Fields::Keyed(map) => field.key.as_deref().and_then(|k| map.get(k).copied()),
-            Fields::Positional(v) => field.index.and_then(|i| v.get(i).copied()),
+impl Parsed<'_> {
+    fn get(&self, field: &FieldSpec) -> Result<Option<Raw>, DecodeError> {
+        let text = |s: Option<&&str>| {
+            s.filter(|s| !s.is_empty())
+                .map(|s| Raw::Text(s.to_string()))
+        };
+        Ok(match self {
+            Parsed::Keyed(map) => text(field.key.as_ref().and_then(|k| map.get(k))),
+            Parsed::Positional(v) => text(field.index.and_then(|i| v.get(i))),
+            Parsed::Json(value) => match field.pointer.as_deref().and_then(|p| value.pointer(p)) {
+                None => None,
+                Some(serde_json::Value::Null) => Some(Raw::Absent),
+                Some(serde_json::Value::Number(n)) => n.as_f64().map(Raw::Number),
+                Some(serde_json::Value::Bool(b)) => Some(Raw::Number(*b as u8 as f64)),
+                Some(serde_json::Value::String(s)) if s.is_empty() => None,
+                Some(other) => Some(Raw::Text(json_text(other))),
+            },
+            Parsed::Bytes(bytes) => read_bytes(bytes, field)?,
+            Parsed::Registers(regs) => read_registers(regs, field)?,
+        })
+    }
+}
+
+fn read_bytes(bytes: &[u8], field: &FieldSpec) -> Result<Option<Raw>, DecodeError> {
+    if let Some(gate) = &field.when {
+        let flags = *bytes.get(gate.offset).ok_or(DecodeError::TooShort {
+            field: format!("flags of {}", field.label()),
+            have: bytes.len(),
+            need: gate.offset + 1,
+        })?;
+        if (flags & gate.mask != 0) != gate.set {
+            return Ok(None);
         }
-        .filter(|s| !s.is_empty())
+    }
+    let (Some(offset), Some(kind)) = (field.offset, field.kind) else {
+        return Ok(None);
+    };
+    let size = field.byte_size().unwrap_or(0);
+    let Some(slice) = bytes.get(offset..offset + size) else {
+        return Err(DecodeError::TooShort {
+            field: field.label(),
+            have: bytes.len(),
+            need: offset + size,
+        });
+    };
+    let value = binary::read(slice, kind, field.endian).map_err(|e| DecodeError::BadBytes {
+        field: field.label(),
+        detail: match e {
+            BinError::BadBcd(b) => format!("0x{b:02X} is not BCD"),
+            BinError::BadText => "text is not valid in its encoding".into(),
+        },
+    })?;
+    Ok(Some(match value {
+        BinValue::Number(n) => Raw::Number(bits(n, field)),
+        BinValue::Text(t) if t.is_empty() => return Ok(None),
+        BinValue::Text(t) => Raw::Text(t),
+        BinValue::Absent => Raw::Absent,
+    }))
+}
+
+fn read_registers(regs: &[u16], field: &FieldSpec) -> Result<Option<Raw>, DecodeError> {
+    let Some(first) = field.register else {
+        return Ok(None);
+    };
+    let kind = field.kind.unwrap_or(BinType::U16);
+    let words = kind.size().unwrap_or(2).div_ceil(2);
+    let Some(slice) = regs.get(first..first + words) else {
+        return Err(DecodeError::TooShort {
+            field: field.label(),
+            have: regs.len() * 2,
+            need: (first + words) * 2,
+        });
+    };
+    let mut ordered = slice.to_vec();
+    if field.word_order == Endian::Little {
+        ordered.reverse();
+    }
+    let bytes: Vec<u8> = ordered.iter().flat_map(|w| w.to_be_bytes()).collect();
+    let skip = bytes.len() - kind.size().unwrap_or(2);
+    match binary::read(&bytes[skip..], kind, Endian::Big) {
+        Ok(BinValue::Number(n)) => Ok(Some(Raw::Number(bits(n, field)))),
+        Ok(BinValue::Absent) => Ok(Some(Raw::Absent)),
+        Ok(BinValue::Text(t)) => Ok(Some(Raw::Text(t))),
+        Err(_) => Err(DecodeError::BadBytes {
+            field: field.label(),
+            detail: "unreadable register value".into(),
+        }),
+    }
+}
+
+fn bits(n: f64, field: &FieldSpec) -> f64 {
+    match field.mask {
+        Some(mask) if n >= 0.0 => (((n as u64) >> field.shift) & mask) as f64,
+        _ => n,
     }
 }
 
@@ -194,35 +543,44 @@ pub fn decode(
     spec: &DecodeSpec,
     fields: &[FieldSpec],
     payload: &[u8],
+    ctx: &DecodeContext,
 ) -> Result<Measurement, DecodeError> {
-    let text = std::str::from_utf8(payload).map_err(|_| DecodeError::NotText)?;
-    let raw = split(spec, text)?;
+    let parsed = parse(spec, payload)?;
     let mut m = Measurement::default();
     for field in fields {
-        let Some(text) = raw.get(field) else {
-            if field.optional {
-                continue;
+        let gated_out = matches!(parsed, Parsed::Bytes(_)) && field.when.is_some();
+        let raw = match parsed.get(field)? {
+            Some(Raw::Number(n)) if field.absent.contains(&n) => Raw::Absent,
+            Some(raw) => raw,
+            None if field.optional || gated_out => continue,
+            None => {
+                return Err(DecodeError::MissingField {
+                    field: field.label(),
+                })
             }
-            return Err(DecodeError::MissingField {
-                field: field.label(),
-            });
         };
-        match field.role {
-            Role::Metric => m.values.push(reading(field, text)?),
-            Role::Subject => m.subject_ref = Some(text.to_string()),
-            Role::DeviceTime => m.device_time = Some(device_time(field, text)?),
-            Role::Attribute => {
+        match (field.role, raw) {
+            (Role::Metric, Raw::Absent) => m.absent.extend(field.metric.clone()),
+            (_, Raw::Absent) => {}
+            (Role::Metric, raw) => m.values.push(reading(field, raw)?),
+            (Role::Subject, raw) => m.subject_ref = Some(subject(field, raw_text(raw), ctx)?),
+            (Role::DeviceTime, raw) => m.device_time = Some(device_time(field, raw)?),
+            (Role::Attribute, raw) => {
                 let name = field
                     .name
                     .clone()
                     .or_else(|| field.key.clone())
                     .unwrap_or_else(|| field.label());
-                let value = text
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map(serde_json::Value::Number)
-                    .unwrap_or_else(|| serde_json::Value::String(text.to_string()));
+                let text = raw_text(raw);
+                let value = match field.map.get(&text) {
+                    Some(label) => serde_json::Value::String(label.clone()),
+                    None => text
+                        .parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .map(serde_json::Value::Number)
+                        .unwrap_or(serde_json::Value::String(text)),
+                };
                 m.attributes.insert(name, value);
             }
         }
@@ -230,7 +588,15 @@ pub fn decode(
     Ok(m)
 }
 
-fn reading(field: &FieldSpec, text: &str) -> Result<Reading, DecodeError> {
+fn raw_text(raw: Raw) -> String {
+    match raw {
+        Raw::Text(t) => t,
+        Raw::Number(n) => format!("{n}"),
+        Raw::Absent => String::new(),
+    }
+}
+
+fn reading(field: &FieldSpec, raw: Raw) -> Result<Reading, DecodeError> {
     let metric_id = field.metric.as_deref().unwrap_or_default();
     // Profiles are validated at load, so the metric is known here.
     let metric = Vocabulary::get()
@@ -238,20 +604,20 @@ fn reading(field: &FieldSpec, text: &str) -> Result<Reading, DecodeError> {
         .ok_or_else(|| DecodeError::MissingField {
             field: format!("metric {metric_id}"),
         })?;
-    let source: f64 = text
-        .trim_start_matches('+')
-        .parse()
-        .map_err(|_| DecodeError::BadNumber {
-            field: field.label(),
-            text: text.to_string(),
-        })?;
-    if !source.is_finite() {
-        return Err(DecodeError::BadNumber {
-            field: field.label(),
-            text: text.to_string(),
-        });
-    }
-    let scaled = source * field.scale + field.offset;
+    let source = match raw {
+        Raw::Number(n) => n,
+        Raw::Text(text) => text
+            .trim_start_matches('+')
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or(DecodeError::BadNumber {
+                field: field.label(),
+                text,
+            })?,
+        Raw::Absent => 0.0,
+    };
+    let scaled = source * field.scale + field.add;
     let source_unit = field.unit.as_deref().unwrap_or(&metric.unit);
     let value = round(units::convert(scaled, source_unit, &metric.unit)?);
     Ok(Reading {
@@ -268,7 +634,7 @@ fn reading(field: &FieldSpec, text: &str) -> Result<Reading, DecodeError> {
     })
 }
 
-/// Rounds away binary noise from scaling (65.4 * 1.0 stays 65.4; 0.1 * 3 is 0.3).
+/// Rounds away binary noise from scaling (0.1 * 3 is 0.3).
 fn round(v: f64) -> f64 {
     let r = (v * 1e6).round() / 1e6;
     if r == 0.0 {
@@ -278,70 +644,126 @@ fn round(v: f64) -> f64 {
     }
 }
 
-fn device_time(field: &FieldSpec, text: &str) -> Result<String, DecodeError> {
+fn subject(field: &FieldSpec, text: String, ctx: &DecodeContext) -> Result<String, DecodeError> {
+    if let Some(check) = field.check {
+        let ok = match check {
+            SubjectCheck::CnResidentId => cn_resident_id_valid(&text),
+        };
+        if !ok {
+            return Err(DecodeError::BadSubject { text, check });
+        }
+    }
+    Ok(match field.hash {
+        None => text,
+        Some(SubjectHash::Sha256) => {
+            use sha2::Digest;
+            let mut hasher = sha2::Sha256::new();
+            hasher.update(&ctx.salt);
+            hasher.update(text.as_bytes());
+            format!(
+                "sha256:{}",
+                super::frame::hex(&hasher.finalize()).to_lowercase()
+            )
+        }
+    })
+}
+
+/// ISO 7064 MOD 11-2 check of an 18-character resident identity number.
+pub fn cn_resident_id_valid(id: &str) -> bool {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const CHECK: &[u8; 11] = b"10X98765432";
+    let bytes = id.as_bytes();
+    if bytes.len() != 18 || !bytes[..17].iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let sum: u32 = bytes[..17]
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(b, w)| (b - b'0') as u32 * w)
+        .sum();
+    CHECK[(sum % 11) as usize] == bytes[17].to_ascii_uppercase()
+}
+
+fn device_time(field: &FieldSpec, raw: Raw) -> Result<String, DecodeError> {
     let format = field.format.as_deref().unwrap_or("%Y-%m-%dT%H:%M:%S");
-    chrono::NaiveDateTime::parse_from_str(text, format)
-        .map(|t| {
-            t.and_utc()
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        })
-        .map_err(|_| DecodeError::BadTime {
-            field: field.label(),
-            text: text.to_string(),
-            format: format.to_string(),
-        })
+    let bad = |text: String| DecodeError::BadTime {
+        field: field.label(),
+        text,
+        format: format.to_string(),
+    };
+    let text = raw_text(raw);
+    let time = if format == "unix" {
+        text.parse::<i64>()
+            .ok()
+            .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+            .map(|t| t.naive_utc())
+    } else {
+        chrono::NaiveDateTime::parse_from_str(&text, format).ok()
+    };
+    time.map(|t| {
+        t.and_utc()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    })
+    .ok_or_else(|| bad(text))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn metric(key: &str, id: &str) -> FieldSpec {
-        FieldSpec {
-            key: Some(key.into()),
-            index: None,
-            role: Role::Metric,
-            metric: Some(id.into()),
-            unit: None,
-            scale: 1.0,
-            offset: 0.0,
-            name: None,
-            format: None,
-            optional: false,
-        }
+    fn field(toml_text: &str) -> FieldSpec {
+        toml::from_str(toml_text).unwrap()
     }
 
-    fn kv() -> DecodeSpec {
-        DecodeSpec::KeyValue {
-            pair_separator: ";".into(),
-            separator: "=".into(),
-        }
+    fn spec(toml_text: &str) -> DecodeSpec {
+        toml::from_str(toml_text).unwrap()
     }
+
+    fn run(spec_text: &str, fields: &[&str], payload: &[u8]) -> Result<Measurement, DecodeError> {
+        let fields: Vec<FieldSpec> = fields.iter().map(|f| field(f)).collect();
+        decode(
+            &spec(spec_text),
+            &fields,
+            payload,
+            &DecodeContext::default(),
+        )
+    }
+
+    fn value(m: &Measurement, metric: &str) -> f64 {
+        m.values.iter().find(|r| r.metric == metric).unwrap().value
+    }
+
+    const KV: &str = "type = \"key_value\"";
 
     #[test]
     fn key_value_fields_become_canonical_readings() {
-        let mut subject = metric("ID", "");
-        subject.role = Role::Subject;
-        let fields = [
-            subject,
-            metric("HT", "body.height"),
-            metric("WT", "body.weight"),
-        ];
-        let m = decode(&kv(), &fields, b"ID=S0001;HT=172.5;WT=65.40").unwrap();
+        let m = run(
+            KV,
+            &[
+                "key = \"ID\"\nrole = \"subject\"",
+                "key = \"HT\"\nmetric = \"body.height\"",
+                "key = \"WT\"\nmetric = \"body.weight\"",
+            ],
+            b"ID=S0001;HT=172.5;WT=65.40",
+        )
+        .unwrap();
         assert_eq!(m.subject_ref.as_deref(), Some("S0001"));
-        assert_eq!(m.values[0].value, 172.5);
-        assert_eq!(m.values[0].unit, "cm");
-        assert_eq!(m.values[1].value, 65.4);
+        assert_eq!(
+            (value(&m, "body.height"), value(&m, "body.weight")),
+            (172.5, 65.4)
+        );
         assert_eq!(m.values[1].quality, Quality::Ok);
         assert_eq!(m.values[1].source_value, None);
     }
 
     #[test]
     fn unit_conversion_and_scale_keep_the_source() {
-        let mut f = metric("W", "body.weight");
-        f.unit = Some("lb".into());
-        f.scale = 0.1;
-        let m = decode(&kv(), &[f], b"W=1442").unwrap();
+        let m = run(
+            KV,
+            &["key = \"W\"\nmetric = \"body.weight\"\nunit = \"lb\"\nscale = 0.1"],
+            b"W=1442",
+        )
+        .unwrap();
         assert_eq!(m.values[0].value, 65.40802);
         assert_eq!(m.values[0].source_value, Some(1442.0));
         assert_eq!(m.values[0].source_unit.as_deref(), Some("lb"));
@@ -349,66 +771,260 @@ mod tests {
 
     #[test]
     fn out_of_range_values_are_kept_and_flagged() {
-        let m = decode(&kv(), &[metric("G", "strength.grip")], b"G=180.0").unwrap();
-        assert_eq!(m.values[0].value, 180.0);
-        assert_eq!(m.values[0].quality, Quality::OutOfRange);
+        let m = run(KV, &["key = \"G\"\nmetric = \"strength.grip\""], b"G=180.0").unwrap();
+        assert_eq!(
+            (m.values[0].value, m.values[0].quality),
+            (180.0, Quality::OutOfRange)
+        );
     }
 
     #[test]
     fn csv_by_position_with_tag() {
-        let spec = DecodeSpec::Csv {
-            separator: ",".into(),
-            tag: Some("$VC".into()),
+        let spec = "type = \"csv\"\ntag = \"$VC\"";
+        let f = "index = 2\nmetric = \"lung.vital_capacity\"";
+        assert_eq!(
+            value(
+                &run(spec, &[f], b"$VC,S0001,3450,0").unwrap(),
+                "lung.vital_capacity"
+            ),
+            3450.0
+        );
+        let err = run(spec, &[f], b"$XX,S0001,3450,0").unwrap_err();
+        assert!(matches!(err, DecodeError::TagMismatch { .. }) && !err.is_corrupt());
+    }
+
+    #[test]
+    fn regex_named_captures() {
+        let spec = "type = \"regex\"\npattern = 'GRIP (?P<side>[LR]) (?P<kg>\\d+\\.\\d)kg'";
+        let m = run(
+            spec,
+            &[
+                "key = \"kg\"\nmetric = \"strength.grip\"",
+                "key = \"side\"\nrole = \"attribute\"\nmap = { L = \"left\", R = \"right\" }",
+            ],
+            b"GRIP R 41.2kg",
+        )
+        .unwrap();
+        assert_eq!(value(&m, "strength.grip"), 41.2);
+        assert_eq!(m.attributes["side"], "right");
+        assert_eq!(
+            run(
+                spec,
+                &["key = \"kg\"\nmetric = \"strength.grip\""],
+                b"hello"
+            )
+            .unwrap_err(),
+            DecodeError::NoMatch
+        );
+    }
+
+    #[test]
+    fn binary_fields_signed_scaled_with_expectations() {
+        let spec = "type = \"binary\"\nexpect = [{ offset = 3, hex = \"21\" }]";
+        let f = "offset = 4\ntype = \"i16\"\nmetric = \"flex.sit_and_reach\"\nscale = 0.1";
+        let a = "offset = 6\ntype = \"u16\"\nrole = \"attribute\"\nname = \"attempt\"";
+        let m = run(spec, &[f, a], &parse_hex("AA550521FFD60002FD").unwrap()).unwrap();
+        assert_eq!(value(&m, "flex.sit_and_reach"), -4.2);
+        assert_eq!(m.attributes["attempt"], 2.0);
+        assert!(matches!(
+            run(spec, &[f], &parse_hex("AA550522FFD60002FD").unwrap()),
+            Err(DecodeError::TagMismatch { .. })
+        ));
+        assert!(matches!(
+            run(spec, &[f], &parse_hex("AA550521FF").unwrap()),
+            Err(DecodeError::TooShort { .. })
+        ));
+    }
+
+    #[test]
+    fn flag_gates_sentinels_and_bit_fields() {
+        let spec = "type = \"binary\"";
+        let hr = "offset = 1\ntype = \"u8\"\nmetric = \"vital.heart_rate\"";
+        let energy = "offset = 2\ntype = \"u16\"\nendian = \"little\"\nmetric = \"activity.energy\"\nunit = \"kJ\"\nwhen = { offset = 0, mask = 0x08 }";
+        let rr = "offset = 4\ntype = \"u16\"\nendian = \"little\"\nmetric = \"vital.rr_interval\"\nabsent = [65535]\nscale = 0.0009765625\noptional = true";
+        let m = run(spec, &[hr, energy, rr], &[0x08, 72, 0x10, 0x00, 0xFF, 0xFF]).unwrap();
+        assert_eq!(value(&m, "vital.heart_rate"), 72.0);
+        assert_eq!(value(&m, "activity.energy"), 3.824092);
+        assert_eq!(m.absent, vec!["vital.rr_interval".to_string()]);
+        let m = run(spec, &[hr, energy], &[0x00, 72]).unwrap();
+        assert_eq!(m.values.len(), 1, "energy gated out by its flag");
+        let nibble = "offset = 0\ntype = \"u8\"\nmask = 0x0F\nshift = 4\nrole = \"attribute\"\nname = \"hi\"";
+        assert_eq!(
+            run(spec, &[nibble], &[0xA5]).unwrap().attributes["hi"],
+            10.0
+        );
+    }
+
+    #[test]
+    fn json_pointers_with_requirements() {
+        let spec = "type = \"json\"\nrequire = { \"/item\" = \"sit_ups_1min\" }";
+        let fields = [
+            "pointer = \"/count\"\nmetric = \"endurance.sit_ups_1min\"",
+            "pointer = \"/sid\"\nrole = \"subject\"",
+        ];
+        let m = run(
+            spec,
+            &fields,
+            br#"{"item":"sit_ups_1min","sid":"S0001","count":32}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                value(&m, "endurance.sit_ups_1min"),
+                m.subject_ref.as_deref()
+            ),
+            (32.0, Some("S0001"))
+        );
+        assert!(matches!(
+            run(spec, &fields, br#"{"item":"push_ups","count":3}"#),
+            Err(DecodeError::TagMismatch { .. })
+        ));
+        assert!(matches!(
+            run(spec, &fields, b"{not json"),
+            Err(DecodeError::NotJson(_))
+        ));
+        let m = run(
+            "type = \"json\"",
+            &["pointer = \"/hr\"\nmetric = \"vital.heart_rate\""],
+            br#"{"hr":null}"#,
+        )
+        .unwrap();
+        assert_eq!(m.absent, ["vital.heart_rate"]);
+    }
+
+    #[test]
+    fn modbus_registers_with_scale_and_exceptions() {
+        let fields = [
+            "register = 0\nmetric = \"strength.load\"\nscale = 0.1",
+            "register = 1\nmetric = \"strength.repetitions\"",
+        ];
+        let m = run(
+            "type = \"modbus\"",
+            &fields,
+            &parse_hex("01030400FA000CDA07").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                value(&m, "strength.load"),
+                value(&m, "strength.repetitions")
+            ),
+            (25.0, 12.0)
+        );
+        let err = run(
+            "type = \"modbus\"",
+            &fields,
+            &parse_hex("018302C0F1").unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::ModbusException {
+                slave: 1,
+                code: 2,
+                meaning: "illegal_data_address"
+            }
+        );
+        // A 32-bit value over two registers, low word first.
+        let f =
+            "register = 0\ntype = \"u32\"\nword_order = \"little\"\nmetric = \"activity.distance\"";
+        let m = run(
+            "type = \"modbus\"",
+            &[f],
+            &[1, 3, 4, 0x00, 0x01, 0x00, 0x02, 0, 0],
+        )
+        .unwrap();
+        assert_eq!(value(&m, "activity.distance"), (2 * 65536 + 1) as f64);
+    }
+
+    #[test]
+    fn resident_id_check_and_salted_hash() {
+        assert!(cn_resident_id_valid("11010519491231002X"));
+        assert!(!cn_resident_id_valid("110105194912310020"));
+        assert!(!cn_resident_id_valid("1101051949123100"));
+        let f = field(
+            "key = \"ID\"\nrole = \"subject\"\ncheck = \"cn_resident_id\"\nhash = \"sha256\"",
+        );
+        let ctx = DecodeContext {
+            salt: b"site-salt".to_vec(),
         };
-        let mut f = metric("", "lung.vital_capacity");
-        f.key = None;
-        f.index = Some(2);
-        let m = decode(&spec, std::slice::from_ref(&f), b"$VC,S0001,3450,0").unwrap();
-        assert_eq!(m.values[0].value, 3450.0);
-        let err = decode(&spec, &[f], b"$XX,S0001,3450,0").unwrap_err();
-        assert!(matches!(err, DecodeError::TagMismatch { .. }));
-        assert!(!err.is_corrupt());
+        let spec = spec(KV);
+        let m = decode(
+            &spec,
+            std::slice::from_ref(&f),
+            b"ID=11010519491231002X",
+            &ctx,
+        )
+        .unwrap();
+        let subject = m.subject_ref.unwrap();
+        assert!(
+            subject.starts_with("sha256:")
+                && subject.len() == 7 + 64
+                && !subject.contains("1101051949")
+        );
+        let other_salt = decode(
+            &spec,
+            std::slice::from_ref(&f),
+            b"ID=11010519491231002X",
+            &DecodeContext::default(),
+        )
+        .unwrap();
+        assert_ne!(other_salt.subject_ref.unwrap(), subject);
+        assert!(matches!(
+            decode(&spec, &[f], b"ID=110105194912310020", &ctx),
+            Err(DecodeError::BadSubject { .. })
+        ));
     }
 
     #[test]
     fn missing_and_malformed_fields_are_errors() {
-        let fields = [metric("HT", "body.height")];
+        let f = "key = \"HT\"\nmetric = \"body.height\"";
         assert_eq!(
-            decode(&kv(), &fields, b"WT=1").unwrap_err(),
+            run(KV, &[f], b"WT=1").unwrap_err(),
             DecodeError::MissingField {
                 field: "key \"HT\"".into()
             }
         );
         assert!(matches!(
-            decode(&kv(), &fields, b"HT=abc").unwrap_err(),
+            run(KV, &[f], b"HT=abc").unwrap_err(),
             DecodeError::BadNumber { .. }
         ));
         assert!(matches!(
-            decode(&kv(), &fields, b"HT=NaN").unwrap_err(),
+            run(KV, &[f], b"HT=NaN").unwrap_err(),
             DecodeError::BadNumber { .. }
         ));
         assert_eq!(
-            decode(&kv(), &fields, &[0xFF, 0xFE]).unwrap_err(),
+            run(KV, &[f], &[0xFF, 0xFE]).unwrap_err(),
             DecodeError::NotText
         );
-        let mut optional = metric("HT", "body.height");
-        optional.optional = true;
-        assert!(decode(&kv(), &[optional], b"WT=1")
-            .unwrap()
-            .values
-            .is_empty());
+        assert!(run(
+            KV,
+            &["key = \"HT\"\nmetric = \"body.height\"\noptional = true"],
+            b"WT=1"
+        )
+        .unwrap()
+        .values
+        .is_empty());
     }
 
     #[test]
-    fn device_time_is_parsed_to_rfc3339() {
-        let mut f = metric("T", "");
-        f.role = Role::DeviceTime;
-        f.format = Some("%Y%m%d%H%M%S".into());
-        let m = decode(&kv(), std::slice::from_ref(&f), b"T=20261129083000").unwrap();
-        assert_eq!(m.device_time.as_deref(), Some("2026-11-29T08:30:00.000Z"));
+    fn device_time_formats() {
+        let f = "key = \"T\"\nrole = \"device_time\"\nformat = \"%Y%m%d%H%M%S\"";
+        assert_eq!(
+            run(KV, &[f], b"T=20261129083000")
+                .unwrap()
+                .device_time
+                .as_deref(),
+            Some("2026-11-29T08:30:00.000Z")
+        );
         assert!(matches!(
-            decode(&kv(), &[f], b"T=yesterday").unwrap_err(),
+            run(KV, &[f], b"T=yesterday").unwrap_err(),
             DecodeError::BadTime { .. }
         ));
+        let unix = "key = \"T\"\nrole = \"device_time\"\nformat = \"unix\"";
+        assert_eq!(
+            run(KV, &[unix], b"T=0").unwrap().device_time.as_deref(),
+            Some("1970-01-01T00:00:00.000Z")
+        );
     }
 }

@@ -8,10 +8,13 @@
 //! (frame -> normalized measurement). The technician's guide is
 //! `docs/device-profiles.md`.
 
+pub mod binary;
+pub mod checksum;
 pub mod decode;
 pub mod frame;
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -21,7 +24,8 @@ use crate::problem::{Problem, SourceText};
 use crate::record::Measurement;
 use crate::units;
 use crate::vocabulary::Vocabulary;
-pub use decode::{DecodeError, DecodeSpec, FieldSpec, Role};
+use checksum::ChecksumKind;
+pub use decode::{DecodeContext, DecodeError, DecodeSpec, FieldSpec, Role};
 pub use frame::{FrameError, FrameSpec, Framer};
 
 /// A validated profile.
@@ -30,10 +34,105 @@ pub struct Profile {
     pub id: String,
     pub name: String,
     pub path: PathBuf,
+    pub matcher: Match,
     pub frame: FrameSpec,
     pub decode: DecodeSpec,
     pub fields: Vec<FieldSpec>,
+    /// Payloads that mean "not ready" (e.g. `measing`): ignored, not errors.
+    pub ignore: Vec<String>,
+    pub request: Option<RequestSpec>,
     pub tests: Vec<TestCase>,
+}
+
+/// How a device is recognised (`[match]`): used to suggest a profile for a
+/// device found by `fitedge scan` and to pick MQTT and BLE devices.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// USB `VID:PID` or `VID:PID:SERIAL` of the serial adapter.
+    #[serde(default)]
+    pub usb: Vec<String>,
+    /// BLE advertised name (regular expression).
+    #[serde(default)]
+    pub ble_name: Option<decode::Pattern>,
+    /// BLE advertised service UUIDs (16-bit like "180d", or 128-bit).
+    #[serde(default)]
+    pub ble_services: Vec<String>,
+    /// BLE device address.
+    #[serde(default)]
+    pub ble_address: Option<String>,
+    /// MQTT topic filter.
+    #[serde(default)]
+    pub mqtt_topic: Option<String>,
+}
+
+/// A request/response device (`[request]`): what to send, how often, and
+/// how long to wait for the reply.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    /// The command as text (TOML escapes such as \n and \r apply).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// The command as hex.
+    #[serde(default)]
+    pub hex: Option<String>,
+    /// A Modbus RTU read request, built with its CRC.
+    #[serde(default)]
+    pub modbus: Option<ModbusRequest>,
+    /// Time between requests.
+    #[serde(default = "every_ms")]
+    pub every_ms: u64,
+    /// Time to wait for a reply before sending again.
+    #[serde(default = "timeout_ms")]
+    pub timeout_ms: u64,
+    /// Resends before the device counts as not answering.
+    #[serde(default = "retries")]
+    pub retries: u32,
+}
+
+fn every_ms() -> u64 {
+    1000
+}
+fn timeout_ms() -> u64 {
+    500
+}
+fn retries() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusRequest {
+    pub slave: u8,
+    /// 3 (holding registers) or 4 (input registers).
+    #[serde(default = "fc3")]
+    pub function: u8,
+    /// First register, 0-based on the wire (40001 is 0).
+    pub start: u16,
+    pub count: u16,
+}
+
+fn fc3() -> u8 {
+    3
+}
+
+impl RequestSpec {
+    /// The bytes to send.
+    pub fn bytes(&self) -> Vec<u8> {
+        if let Some(m) = &self.modbus {
+            let mut b = vec![m.slave, m.function];
+            b.extend(m.start.to_be_bytes());
+            b.extend(m.count.to_be_bytes());
+            let crc = ChecksumKind::Crc16Modbus.compute(&b);
+            b.extend(crc.to_le_bytes());
+            return b;
+        }
+        if let Some(hex) = &self.hex {
+            return frame::parse_hex(hex).unwrap_or_default();
+        }
+        self.command.clone().unwrap_or_default().into_bytes()
+    }
 }
 
 /// A `[[test]]` case: input bytes and the expected outcome.
@@ -50,6 +149,8 @@ pub enum Expect {
     Values {
         values: BTreeMap<String, f64>,
         subject: Option<String>,
+        absent: Vec<String>,
+        attributes: BTreeMap<String, toml::Value>,
     },
     /// The frame must be rejected with an error containing this text.
     Error(String),
@@ -62,10 +163,16 @@ struct RawProfile {
     name: String,
     #[serde(default)]
     description: Option<String>,
-    frame: FrameSpec,
-    decode: DecodeSpec,
+    #[serde(default, rename = "match")]
+    matcher: Option<Spanned<Match>>,
+    frame: Spanned<FrameSpec>,
+    decode: Spanned<DecodeSpec>,
     #[serde(rename = "field")]
     fields: Vec<Spanned<FieldSpec>>,
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    request: Option<Spanned<RequestSpec>>,
     #[serde(default, rename = "test")]
     tests: Vec<Spanned<RawTest>>,
 }
@@ -83,6 +190,10 @@ struct RawTest {
     values: BTreeMap<String, f64>,
     #[serde(default)]
     subject: Option<String>,
+    #[serde(default)]
+    absent: Vec<String>,
+    #[serde(default)]
+    attributes: BTreeMap<String, toml::Value>,
     #[serde(default)]
     error: Option<String>,
 }
@@ -133,7 +244,7 @@ impl Profile {
     }
 
     fn check_case(&self, case: &TestCase) -> Result<(), String> {
-        let outcomes = self.decode_all(&case.input);
+        let outcomes = self.decode_all(&case.input, &DecodeContext::default());
         match &case.expect {
             Expect::Error(want) => {
                 if let Some(ok) = outcomes.iter().find_map(|o| o.as_ref().ok()) {
@@ -160,7 +271,12 @@ impl Profile {
                     ))
                 }
             }
-            Expect::Values { values, subject } => {
+            Expect::Values {
+                values,
+                subject,
+                absent,
+                attributes,
+            } => {
                 let decoded: Vec<&Measurement> = outcomes
                     .iter()
                     .map(|o| {
@@ -199,6 +315,29 @@ impl Profile {
                         m.subject_ref
                     ));
                 }
+                if &m.absent != absent {
+                    return Err(format!(
+                        "absent: expected {absent:?}, decoded {:?}",
+                        m.absent
+                    ));
+                }
+                for (name, want) in attributes {
+                    let got = m.attributes.get(name).map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    });
+                    let want = match want {
+                        toml::Value::String(s) => s.clone(),
+                        toml::Value::Float(f) => serde_json::json!(f).to_string(),
+                        toml::Value::Integer(i) => serde_json::json!(*i as f64).to_string(),
+                        other => other.to_string(),
+                    };
+                    if got.as_deref() != Some(want.as_str()) {
+                        return Err(format!(
+                            "attribute {name}: expected {want}, decoded {got:?}"
+                        ));
+                    }
+                }
                 Ok(())
             }
         }
@@ -206,10 +345,15 @@ impl Profile {
 
     /// Frames and decodes a complete capture (a trailing unterminated line
     /// counts as a frame).
-    pub fn decode_all(&self, input: &[u8]) -> Vec<Result<Measurement, FrameFailure>> {
-        let mut decoder = DeviceDecoder::new(self);
+    pub fn decode_all(
+        &self,
+        input: &[u8],
+        ctx: &DecodeContext,
+    ) -> Vec<Result<Measurement, FrameFailure>> {
+        let mut decoder = DeviceDecoder::new(self, ctx.clone());
         let mut out = decoder.feed(input);
         out.extend(decoder.finish());
+        out.retain(|o| !matches!(o, Err(f) if f.ignored));
         out
     }
 }
@@ -231,6 +375,8 @@ pub struct FrameFailure {
     pub error: String,
     /// Corrupt (counted as a bad frame) rather than merely not ours.
     pub corrupt: bool,
+    /// One of the profile's `ignore` payloads ("not ready" replies).
+    pub ignored: bool,
 }
 
 /// A profile applied to one device's byte stream.
@@ -239,14 +385,18 @@ pub struct DeviceDecoder {
     framer: Framer,
     decode: DecodeSpec,
     fields: Vec<FieldSpec>,
+    ignore: Vec<String>,
+    ctx: DecodeContext,
 }
 
 impl DeviceDecoder {
-    pub fn new(profile: &Profile) -> DeviceDecoder {
+    pub fn new(profile: &Profile, ctx: DecodeContext) -> DeviceDecoder {
         DeviceDecoder {
             framer: Framer::new(&profile.frame),
             decode: profile.decode.clone(),
             fields: profile.fields.clone(),
+            ignore: profile.ignore.clone(),
+            ctx,
         }
     }
 
@@ -267,11 +417,22 @@ impl DeviceDecoder {
             raw: framed.raw.clone(),
             error: e.to_string(),
             corrupt: true,
+            ignored: false,
         })?;
-        decode::decode(&self.decode, &self.fields, &payload).map_err(|e| FrameFailure {
+        let text = String::from_utf8_lossy(&payload);
+        if self.ignore.iter().any(|i| text.trim() == i) {
+            return Err(FrameFailure {
+                raw: framed.raw,
+                error: format!("\"{}\" ignored", text.trim()),
+                corrupt: false,
+                ignored: true,
+            });
+        }
+        decode::decode(&self.decode, &self.fields, &payload, &self.ctx).map_err(|e| FrameFailure {
             raw: framed.raw,
             corrupt: e.is_corrupt(),
             error: e.to_string(),
+            ignored: false,
         })
     }
 }
@@ -299,89 +460,451 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
             ));
         }
     }
-
-    let vocab = Vocabulary::get();
-    let keyed = matches!(raw.decode, DecodeSpec::KeyValue { .. });
-    if raw.fields.iter().all(|f| f.get_ref().role != Role::Metric) {
+    if let Some(m) = &raw.matcher {
+        validate_match(src, m, problems);
+    }
+    let frame_span = raw.frame.span();
+    validate_frame(src, frame_span.clone(), raw.frame.get_ref(), problems);
+    let decode_span = raw.decode.span();
+    validate_decode(
+        src,
+        decode_span.clone(),
+        raw.frame.get_ref(),
+        raw.decode.get_ref(),
+        problems,
+    );
+    let has_subject = raw.fields.iter().any(|f| f.get_ref().role == Role::Subject);
+    if raw.fields.iter().all(|f| f.get_ref().role != Role::Metric) && !has_subject {
         problems.push(src.problem(
             None,
-            "the profile maps no field to a metric",
+            "the profile maps no field to a metric or a subject",
             "add a [[field]] with metric = \"<id from metrics.toml>\"",
         ));
     }
+    let max_frame = max_frame_bytes(raw.frame.get_ref());
+    let modbus_count = raw
+        .request
+        .as_ref()
+        .and_then(|r| r.get_ref().modbus.as_ref())
+        .map(|m| m.count as usize);
     for spanned in &raw.fields {
-        let span = Some(spanned.span());
-        let f = spanned.get_ref();
-        match (keyed, &f.key, f.index) {
-            (true, None, _) => problems.push(src.problem(
-                span.clone(),
-                "field has no key",
-                "key_value payloads need key = \"NAME\" on every [[field]]",
-            )),
-            (false, _, None) => problems.push(src.problem(
-                span.clone(),
-                "field has no index",
-                "csv payloads need index = N (0-based, the tag is 0) on every [[field]]",
-            )),
-            _ => {}
+        validate_field(
+            src,
+            spanned.span(),
+            spanned.get_ref(),
+            raw.decode.get_ref(),
+            max_frame,
+            modbus_count,
+            problems,
+        );
+    }
+    if let Some(request) = &raw.request {
+        validate_request(
+            src,
+            request.span(),
+            request.get_ref(),
+            raw.frame.get_ref(),
+            problems,
+        );
+    }
+    let tests = validate_tests(src, &raw.tests, problems);
+    Profile {
+        id,
+        name: raw.name,
+        path: src.path.to_path_buf(),
+        matcher: raw.matcher.map(Spanned::into_inner).unwrap_or_default(),
+        frame: raw.frame.into_inner(),
+        decode: raw.decode.into_inner(),
+        fields: raw.fields.into_iter().map(Spanned::into_inner).collect(),
+        ignore: raw.ignore,
+        request: raw.request.map(Spanned::into_inner),
+        tests,
+    }
+}
+
+fn validate_match(src: &SourceText, m: &Spanned<Match>, problems: &mut Vec<Problem>) {
+    let span = Some(m.span());
+    let m = m.get_ref();
+    for usb in &m.usb {
+        if parse_usb(usb).is_none() {
+            problems.push(src.problem(span.clone().map(|s| src.key_span(s, "usb")), format!("usb \"{usb}\" is not VID:PID[:SERIAL]"), "write the IDs as 4 hex digits each, e.g. \"1a86:7523\" (see `fitedge scan` or lsusb)"));
         }
-        match f.role {
-            Role::Metric => match f.metric.as_deref() {
-                None => problems.push(src.problem(
-                    span.clone(),
-                    format!("{} has no metric", f.label()),
-                    "set metric = \"<id from metrics.toml>\", or role = \"attribute\"",
-                )),
-                Some(m) => match vocab.metric(m) {
-                    None => {
-                        let hint = vocab
-                            .suggest(m)
-                            .map(|s| format!("did you mean \"{s}\"? "))
-                            .unwrap_or_default();
-                        problems.push(src.problem(
-                            span.clone().map(|s| src.key_span(s, "metric")),
-                            format!("unknown metric id \"{m}\""),
-                            format!("{hint}use an id from metrics.toml"),
-                        ));
-                    }
-                    Some(metric) => {
-                        if let Some(unit) = &f.unit {
-                            if let Err(e) = units::convertible(unit, &metric.unit) {
-                                problems.push(src.problem(
-                                    span.clone().map(|s| src.key_span(s, "unit")),
-                                    format!("{}: {e}", f.label()),
-                                    "set unit to the device's unit",
-                                ));
-                            }
-                        }
-                    }
-                },
-            },
-            Role::Attribute | Role::Subject | Role::DeviceTime => {
-                if f.metric.is_some() || f.unit.is_some() {
+    }
+    for uuid in &m.ble_services {
+        let hex = uuid.replace('-', "");
+        if !(hex.len() == 4 || hex.len() == 32) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            problems.push(src.problem(
+                span.clone().map(|s| src.key_span(s, "ble_services")),
+                format!("BLE service \"{uuid}\" is not a UUID"),
+                "use a 16-bit UUID such as \"180d\" or a full 128-bit one",
+            ));
+        }
+    }
+    if let Some(filter) = &m.mqtt_topic {
+        let bad = filter.is_empty()
+            || filter.split('/').enumerate().any(|(i, level)| {
+                (level.contains('#') && (level != "#" || i + 1 != filter.split('/').count()))
+                    || (level.contains('+') && level != "+")
+            });
+        if bad {
+            problems.push(src.problem(
+                span.clone().map(|s| src.key_span(s, "mqtt_topic")),
+                format!("mqtt_topic \"{filter}\" is not a topic filter"),
+                "'+' stands for one whole level, '#' only as the last level",
+            ));
+        }
+    }
+}
+
+/// `VID:PID[:SERIAL]` with hex ids.
+pub fn parse_usb(text: &str) -> Option<(u16, u16, Option<String>)> {
+    let mut parts = text.splitn(3, ':');
+    let vid = parts
+        .next()
+        .filter(|p| p.len() == 4)
+        .and_then(|p| u16::from_str_radix(p, 16).ok())?;
+    let pid = parts
+        .next()
+        .filter(|p| p.len() == 4)
+        .and_then(|p| u16::from_str_radix(p, 16).ok())?;
+    Some((
+        vid,
+        pid,
+        parts.next().filter(|s| !s.is_empty()).map(str::to_string),
+    ))
+}
+
+fn validate_frame(
+    src: &SourceText,
+    span: Range<usize>,
+    frame: &FrameSpec,
+    problems: &mut Vec<Problem>,
+) {
+    let mut bad = |key: &str, message: String, fix: &str| {
+        problems.push(src.problem(Some(src.key_span(span.clone(), key)), message, fix))
+    };
+    match frame {
+        FrameSpec::Header {
+            length,
+            checksum,
+            max_bytes,
+            magic,
+        } => {
+            if !(1..=2).contains(&length.size) {
+                bad(
+                    "length",
+                    format!("length size {} is not 1 or 2", length.size),
+                    "length fields are u8 or u16",
+                );
+            }
+            if length.offset < magic.len() {
+                bad(
+                    "length",
+                    format!(
+                        "length offset {} lies inside the {}-byte magic",
+                        length.offset,
+                        magic.len()
+                    ),
+                    "count the offset from the first magic byte",
+                );
+            }
+            if let Some(c) = checksum {
+                if c.from >= *max_bytes {
+                    bad(
+                        "checksum",
+                        format!("checksum starts at {} past max_bytes {max_bytes}", c.from),
+                        "`from` is a byte offset from the frame start",
+                    );
+                }
+            }
+        }
+        FrameSpec::Fixed {
+            length,
+            sync,
+            checksum,
+        } => {
+            let need = sync.as_ref().map_or(0, Vec::len)
+                + checksum.as_ref().map_or(0, |c| c.kind.size() + c.tail);
+            if *length == 0 || *length < need {
+                bad(
+                    "length",
+                    format!(
+                        "fixed length {length} cannot hold the sync and checksum ({need} bytes)"
+                    ),
+                    "set length to the whole frame's size",
+                );
+            }
+        }
+        FrameSpec::LengthPrefixed { size, .. } if !matches!(size, 1 | 2 | 4) => {
+            bad(
+                "size",
+                format!("length prefix size {size} is not 1, 2 or 4"),
+                "most devices use 2 (u16)",
+            );
+        }
+        FrameSpec::Line {
+            checksum: Some(c), ..
+        } if c.separator.is_empty() => {
+            bad(
+                "checksum",
+                "a text checksum needs a separator".into(),
+                "set separator = \"*\" (or what the device uses)",
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The longest frame a framing can deliver, for checking field offsets.
+fn max_frame_bytes(frame: &FrameSpec) -> Option<usize> {
+    match frame {
+        FrameSpec::Header { max_bytes, .. }
+        | FrameSpec::LengthPrefixed { max_bytes, .. }
+        | FrameSpec::Csafe { max_bytes }
+        | FrameSpec::StxEtx { max_bytes, .. }
+        | FrameSpec::Line { max_bytes, .. } => Some(*max_bytes),
+        FrameSpec::Fixed { length, .. } => Some(*length),
+        FrameSpec::ModbusRtu => Some(256),
+    }
+}
+
+fn validate_decode(
+    src: &SourceText,
+    span: Range<usize>,
+    frame: &FrameSpec,
+    decode: &DecodeSpec,
+    problems: &mut Vec<Problem>,
+) {
+    let binary_frame = matches!(
+        frame,
+        FrameSpec::Header { .. }
+            | FrameSpec::Fixed { .. }
+            | FrameSpec::ModbusRtu
+            | FrameSpec::Csafe { .. }
+    );
+    match decode {
+        DecodeSpec::Modbus if !matches!(frame, FrameSpec::ModbusRtu) => {
+            problems.push(src.problem(
+                Some(span),
+                "decode type \"modbus\" needs frame type \"modbus_rtu\"",
+                "set [frame] type = \"modbus_rtu\"",
+            ));
+        }
+        DecodeSpec::KeyValue { .. } | DecodeSpec::Csv { .. } | DecodeSpec::Regex { .. }
+            if binary_frame =>
+        {
+            problems.push(src.problem(
+                Some(span),
+                "a text decoder on a binary framing",
+                "use decode type \"binary\" (fields by offset) for this framing",
+            ));
+        }
+        DecodeSpec::Binary { expect } => {
+            if let Some(max) = max_frame_bytes(frame) {
+                for e in expect.iter().filter(|e| e.offset + e.hex.len() > max) {
                     problems.push(src.problem(
-                        span.clone(),
+                        Some(src.key_span(span.clone(), "expect")),
                         format!(
-                            "{} has role {:?} but also a metric or unit",
-                            f.label(),
-                            f.role
+                            "expect at offset {} lies past the longest frame ({max} bytes)",
+                            e.offset
                         ),
-                        "remove metric/unit, or drop the role to map it to a metric",
+                        "offsets count from the frame's first byte",
                     ));
                 }
             }
         }
-        if !f.scale.is_finite() || f.scale == 0.0 || !f.offset.is_finite() {
+        _ => {}
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_field(
+    src: &SourceText,
+    span: Range<usize>,
+    f: &FieldSpec,
+    decode: &DecodeSpec,
+    max_frame: Option<usize>,
+    modbus_count: Option<usize>,
+    problems: &mut Vec<Problem>,
+) {
+    let vocab = Vocabulary::get();
+    let at = |key: &str| Some(src.key_span(span.clone(), key));
+    let mut push = |at: Option<Range<usize>>, message: String, fix: &str| {
+        problems.push(src.problem(at, message, fix))
+    };
+    let label = f.label();
+    match decode {
+        DecodeSpec::KeyValue { .. } if f.key.is_none() => push(Some(span.clone()), "field has no key".into(), "key_value payloads need key = \"NAME\" on every [[field]]"),
+        DecodeSpec::Regex { pattern } => match &f.key {
+            None => push(Some(span.clone()), "field has no key".into(), "regex payloads need key = \"<capture name>\" on every [[field]]"),
+            Some(k) if !pattern.0.capture_names().flatten().any(|n| n == k) => push(at("key"), format!("the pattern has no capture named \"{k}\""), "name a capture group (?P<name>...) in [decode] pattern"),
+            _ => {}
+        },
+        DecodeSpec::Csv { .. } if f.index.is_none() => push(Some(span.clone()), "field has no index".into(), "csv payloads need index = N (0-based, the tag is 0) on every [[field]]"),
+        DecodeSpec::Json { .. } => match &f.pointer {
+            None => push(Some(span.clone()), "field has no pointer".into(), "json payloads need pointer = \"/path/to/value\""),
+            Some(p) if !p.starts_with('/') => push(at("pointer"), format!("pointer \"{p}\" does not start with '/'"), "JSON pointers look like \"/count\" or \"/data/0/hr\""),
+            _ => {}
+        },
+        DecodeSpec::Binary { .. } => match (f.offset, f.kind) {
+            (Some(offset), Some(kind)) => {
+                if kind.size().is_none() && f.length.is_none() {
+                    push(at("type"), format!("{label}: type {kind:?} needs length = N (bytes)"), "set length to the field's size in bytes");
+                }
+                if let (Some(size), Some(max)) = (f.byte_size(), max_frame) {
+                    if offset + size > max {
+                        push(at("offset"), format!("{label} ({size} bytes) ends past the longest frame ({max} bytes)"), "offsets count from the frame's first byte; check the offset or the frame's length");
+                    }
+                }
+            }
+            _ => push(Some(span.clone()), format!("{label}: binary fields need offset and type"), "set offset = N and type = \"u8\" | \"i16\" | \"u16\" | ... (see docs/device-profiles.md)"),
+        },
+        DecodeSpec::Modbus => match f.register {
+            None => push(Some(span.clone()), "field has no register".into(), "modbus payloads need register = N (0 = the first register requested)"),
+            Some(r) => {
+                let words = f.kind.and_then(binary::BinType::size).unwrap_or(2).div_ceil(2);
+                if let Some(count) = modbus_count {
+                    if r + words > count {
+                        push(at("register"), format!("register {r} is past the {count} register(s) the request reads"), "raise [request] modbus count or fix the register number");
+                    }
+                }
+            }
+        },
+        _ => {}
+    }
+    if let Some(gate) = &f.when {
+        if max_frame.is_some_and(|max| gate.offset >= max) {
+            push(
+                at("when"),
+                format!(
+                    "{label}: flag byte offset {} is past the longest frame",
+                    gate.offset
+                ),
+                "offsets count from the frame's first byte",
+            );
+        }
+    }
+    match f.role {
+        Role::Metric => match f.metric.as_deref() {
+            None => push(
+                Some(span.clone()),
+                format!("{label} has no metric"),
+                "set metric = \"<id from metrics.toml>\", or a role",
+            ),
+            Some(m) => match vocab.metric(m) {
+                None => {
+                    let hint = vocab
+                        .suggest(m)
+                        .map(|s| format!("did you mean \"{s}\"? "))
+                        .unwrap_or_default();
+                    push(
+                        at("metric"),
+                        format!("unknown metric id \"{m}\""),
+                        &format!("{hint}use an id from metrics.toml"),
+                    );
+                }
+                Some(metric) => {
+                    if let Some(unit) = &f.unit {
+                        if let Err(e) = units::convertible(unit, &metric.unit) {
+                            push(
+                                at("unit"),
+                                format!("{label}: {e}"),
+                                "set unit to the device's unit",
+                            );
+                        }
+                    }
+                }
+            },
+        },
+        Role::Attribute | Role::Subject | Role::DeviceTime => {
+            if f.metric.is_some() || f.unit.is_some() {
+                push(
+                    Some(span.clone()),
+                    format!("{label} has role {:?} but also a metric or unit", f.role),
+                    "remove metric/unit, or drop the role to map it to a metric",
+                );
+            }
+        }
+    }
+    if (f.check.is_some() || f.hash.is_some()) && f.role != Role::Subject {
+        push(
+            Some(span.clone()),
+            format!("{label}: check and hash apply to role = \"subject\" only"),
+            "move them to the subject field",
+        );
+    }
+    if !f.scale.is_finite() || f.scale == 0.0 || !f.add.is_finite() {
+        push(
+            Some(span.clone()),
+            format!("{label} has scale {} / add {}", f.scale, f.add),
+            "scale must be a non-zero number, add a number",
+        );
+    }
+}
+
+fn validate_request(
+    src: &SourceText,
+    span: Range<usize>,
+    r: &RequestSpec,
+    frame: &FrameSpec,
+    problems: &mut Vec<Problem>,
+) {
+    let given = [r.command.is_some(), r.hex.is_some(), r.modbus.is_some()]
+        .iter()
+        .filter(|g| **g)
+        .count();
+    if given != 1 {
+        problems.push(src.problem(Some(span.clone()), "[request] needs exactly one of command, hex or modbus", "command = \"*wei?\\n\" for text, hex = \"...\" for bytes, modbus = { slave = 1, start = 0, count = 2 }"));
+    }
+    if let Some(hex) = &r.hex {
+        if let Err(e) = frame::parse_hex(hex) {
             problems.push(src.problem(
-                span.clone(),
-                format!("{} has scale {} / offset {}", f.label(), f.scale, f.offset),
-                "scale must be a non-zero number, offset a number",
+                Some(src.key_span(span.clone(), "hex")),
+                format!("request hex: {e}"),
+                "write the command as hex digits",
             ));
         }
     }
+    if let Some(m) = &r.modbus {
+        if !matches!(m.function, 3 | 4) || m.count == 0 || m.count > 125 {
+            problems.push(src.problem(
+                Some(src.key_span(span.clone(), "modbus")),
+                format!(
+                    "modbus function {} count {} is not a register read",
+                    m.function, m.count
+                ),
+                "use function 3 or 4 and count 1..=125",
+            ));
+        }
+        if !matches!(frame, FrameSpec::ModbusRtu) {
+            problems.push(src.problem(
+                Some(span.clone()),
+                "a modbus request needs [frame] type = \"modbus_rtu\"",
+                "set the frame type",
+            ));
+        }
+    }
+    if r.every_ms < 50 || r.timeout_ms == 0 || r.timeout_ms > r.every_ms.max(1) * 10 {
+        problems.push(src.problem(
+            Some(span),
+            format!(
+                "every_ms {} / timeout_ms {} are not a usable poll cycle",
+                r.every_ms, r.timeout_ms
+            ),
+            "poll no faster than every 50 ms, with 0 < timeout_ms",
+        ));
+    }
+}
+
+fn validate_tests(
+    src: &SourceText,
+    raw: &[Spanned<RawTest>],
+    problems: &mut Vec<Problem>,
+) -> Vec<TestCase> {
+    let vocab = Vocabulary::get();
     let mut names = HashSet::new();
     let mut tests = Vec::new();
-    for (i, spanned) in raw.tests.iter().enumerate() {
+    for (i, spanned) in raw.iter().enumerate() {
         let span = spanned.span();
         let line = src.line_of(span.start);
         let t = spanned.get_ref();
@@ -399,7 +922,7 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
                 Ok(bytes) => bytes,
                 Err(e) => {
                     problems.push(src.problem(
-                        Some(span.clone()),
+                        Some(src.key_span(span.clone(), "hex")),
                         format!("{name}: {e}"),
                         "write the capture as hex digits, e.g. hex = \"02 47 52\"",
                     ));
@@ -415,25 +938,34 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
                 continue;
             }
         };
-        let expect = match (&t.error, t.values.is_empty()) {
-            (Some(e), true) => Expect::Error(e.clone()),
-            (None, false) => Expect::Values {
+        let expects_values = !t.values.is_empty()
+            || t.subject.is_some()
+            || !t.absent.is_empty()
+            || !t.attributes.is_empty();
+        let expect = match (&t.error, expects_values) {
+            (Some(e), false) => Expect::Error(e.clone()),
+            (None, true) => Expect::Values {
                 values: t.values.clone(),
                 subject: t.subject.clone(),
+                absent: t.absent.clone(),
+                attributes: t.attributes.clone(),
             },
             _ => {
-                problems.push(src.problem(Some(span.clone()), format!("{name}: needs either values or error"), "values = { \"metric.id\" = 1.0 } for a good frame, error = \"checksum\" for a bad one"));
+                problems.push(src.problem(Some(span.clone()), format!("{name}: needs either values (or subject) or error"), "values = { \"metric.id\" = 1.0 } for a good frame, error = \"checksum\" for a bad one"));
                 continue;
             }
         };
-        if let Expect::Values { values, .. } = &expect {
-            for metric in values.keys().filter(|m| vocab.metric(m).is_none()) {
-                problems.push(src.problem(
-                    Some(span.clone()),
-                    format!("{name}: unknown metric id \"{metric}\""),
-                    "use an id from metrics.toml",
-                ));
-            }
+        for metric in t
+            .values
+            .keys()
+            .chain(&t.absent)
+            .filter(|m| vocab.metric(m).is_none())
+        {
+            problems.push(src.problem(
+                Some(src.key_span(span.clone(), "values")),
+                format!("{name}: unknown metric id \"{metric}\""),
+                "use an id from metrics.toml",
+            ));
         }
         tests.push(TestCase {
             name,
@@ -449,15 +981,7 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
             "add one with a frame captured from the device and the values it should give",
         ));
     }
-    Profile {
-        id,
-        name: raw.name,
-        path: src.path.to_path_buf(),
-        frame: raw.frame,
-        decode: raw.decode,
-        fields: raw.fields.into_iter().map(Spanned::into_inner).collect(),
-        tests,
-    }
+    tests
 }
 
 /// Finds and loads profile `id` from the first directory that has `<id>.toml`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::profile::{frame::hex, DeviceDecoder, Profile};
+use crate::profile::{frame::hex, DecodeContext, DeviceDecoder, Profile};
 use crate::record::{Origin, Record};
 use crate::status::DeviceStats;
 
@@ -51,6 +51,7 @@ impl Backoff {
 pub struct DeviceContext {
     pub origin: Origin,
     pub profile: Profile,
+    pub decode: DecodeContext,
     pub stats: Arc<DeviceStats>,
     pub records: mpsc::Sender<Record>,
 }
@@ -70,6 +71,7 @@ impl DeviceContext {
                         return false;
                     }
                 }
+                Err(failure) if failure.ignored => {}
                 Err(failure) if failure.corrupt => {
                     self.stats.frames_bad.fetch_add(1, Relaxed);
                     self.stats.set_error(failure.error.clone());

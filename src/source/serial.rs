@@ -45,7 +45,7 @@ pub async fn run(ctx: DeviceContext, settings: SerialSettings, shutdown: Cancell
         last_open_error = None;
         backoff.reset();
         ctx.stats.connected.store(true, Relaxed);
-        let mut decoder = DeviceDecoder::new(&ctx.profile);
+        let mut decoder = DeviceDecoder::new(&ctx.profile, ctx.decode.clone());
         let reason = loop {
             tokio::select! {
                 read = port.read(&mut buf) => match read {
