@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::problem::{Problem, SourceText};
+use crate::source::usb::UsbId;
 
 pub const DEFAULT_PATH: &str = "/etc/fitedge/fitedge.toml";
 
@@ -79,11 +80,37 @@ pub enum DeviceTransport {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SerialSettings {
-    pub port: PathBuf,
+    pub port: PortRef,
     pub baud: u32,
     pub parity: Parity,
     pub data_bits: u8,
     pub stop_bits: u8,
+}
+
+/// Which serial port: a path, or a USB adapter found by its ids.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PortRef {
+    Path(PathBuf),
+    Usb(UsbId),
+}
+
+impl PortRef {
+    /// The port's path now, if it can be found.
+    pub fn resolve(&self) -> Option<PathBuf> {
+        match self {
+            PortRef::Path(p) => Some(p.clone()),
+            PortRef::Usb(id) => crate::source::usb::find(Path::new("/sys"), Path::new("/dev"), id),
+        }
+    }
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Path(p) => write!(f, "{}", p.display()),
+            PortRef::Usb(id) => write!(f, "usb {id}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -195,7 +222,11 @@ struct RawDevice {
 struct RawTransport {
     #[serde(rename = "type")]
     kind: TransportKind,
-    port: Spanned<String>,
+    #[serde(default)]
+    port: Option<Spanned<String>>,
+    /// USB adapter `VID:PID[:SERIAL]`, instead of `port`.
+    #[serde(default)]
+    usb: Option<Spanned<String>>,
     #[serde(default = "default_baud")]
     baud: Spanned<u32>,
     #[serde(default = "default_parity")]
@@ -406,19 +437,51 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
             TransportKind::Serial => {
                 let RawTransport {
                     port,
+                    usb,
                     baud,
                     parity,
                     data_bits,
                     stop_bits,
                     ..
                 } = d.transport;
-                if port.get_ref().is_empty() {
-                    problems.push(src.problem(
-                        span(&port),
-                        "serial port path is empty",
-                        "use a stable path such as /dev/serial/by-id/usb-...",
-                    ));
-                }
+                let port = match (port, usb) {
+                    (Some(port), None) => {
+                        if port.get_ref().is_empty() {
+                            problems.push(src.problem(
+                                span(&port),
+                                "serial port path is empty",
+                                "use a stable path such as /dev/serial/by-id/usb-...",
+                            ));
+                        }
+                        PortRef::Path(PathBuf::from(port.into_inner()))
+                    }
+                    (None, Some(usb)) => match crate::profile::parse_usb(usb.get_ref()) {
+                        Some((vid, pid, serial)) => PortRef::Usb(UsbId { vid, pid, serial }),
+                        None => {
+                            problems.push(src.problem(
+                                span(&usb),
+                                format!("usb \"{}\" is not VID:PID[:SERIAL]", usb.get_ref()),
+                                "write the ids as 4 hex digits each, e.g. \"1a86:7523\" (fitedge scan lists them)",
+                            ));
+                            PortRef::Path(PathBuf::new())
+                        }
+                    },
+                    (port, usb) => {
+                        let at = port
+                            .as_ref()
+                            .and_then(span)
+                            .or_else(|| usb.as_ref().and_then(span));
+                        problems.push(src.problem(
+                            at.or_else(|| span(&d.id)),
+                            format!(
+                                "device \"{}\" needs exactly one of port or usb",
+                                d.id.get_ref()
+                            ),
+                            "port = \"/dev/serial/by-id/...\" or usb = \"VID:PID[:SERIAL]\"",
+                        ));
+                        PortRef::Path(PathBuf::new())
+                    }
+                };
                 if !(50..=4_000_000).contains(baud.get_ref()) {
                     problems.push(src.problem(
                         span(&baud),
@@ -441,7 +504,7 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
                     ));
                 }
                 DeviceTransport::Serial(SerialSettings {
-                    port: PathBuf::from(port.into_inner()),
+                    port,
                     baud: baud.into_inner(),
                     parity,
                     data_bits: data_bits.into_inner(),
@@ -539,7 +602,7 @@ parity = "even"
         assert_eq!(c.buffer.full_policy, FullPolicy::DropOldest);
         let DeviceTransport::Serial(s) = &c.devices[0].transport;
         assert_eq!(s.parity, Parity::Even);
-        assert_eq!(s.port, PathBuf::from("/dev/ttyUSB0"));
+        assert_eq!(s.port, PortRef::Path(PathBuf::from("/dev/ttyUSB0")));
     }
 
     #[test]
@@ -589,6 +652,33 @@ parity = "even"
             problems[0].message.contains("password_file"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_usb_adapter_can_stand_for_the_port() {
+        let text = GOOD.replace("port = \"/dev/ttyUSB0\"", "usb = \"1a86:7523:ABC\"");
+        let c = parse_str(&text).unwrap();
+        let DeviceTransport::Serial(s) = &c.devices[0].transport;
+        assert_eq!(
+            s.port,
+            PortRef::Usb(UsbId {
+                vid: 0x1a86,
+                pid: 0x7523,
+                serial: Some("ABC".into())
+            })
+        );
+        assert_eq!(s.port.to_string(), "usb 1a86:7523:ABC");
+        let both = GOOD.replace(
+            "port = \"/dev/ttyUSB0\"",
+            "port = \"/dev/ttyUSB0\"\nusb = \"1a86:7523\"",
+        );
+        assert!(parse_str(&both).unwrap_err()[0]
+            .message
+            .contains("exactly one of port or usb"));
+        let bad = GOOD.replace("port = \"/dev/ttyUSB0\"", "usb = \"ch340\"");
+        assert!(parse_str(&bad).unwrap_err()[0]
+            .message
+            .contains("not VID:PID"));
     }
 
     #[test]

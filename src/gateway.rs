@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -46,10 +46,13 @@ pub enum GatewayError {
     Task(String),
 }
 
-/// A running gateway's shared state, for callers that watch it (demo, tests).
+/// A running gateway's shared state, for callers that watch and steer it.
 #[derive(Clone, Default)]
 pub struct Handle {
     pub stats: Arc<Stats>,
+    /// Notify to reload every device's profile from the profile directories
+    /// (what SIGHUP does).
+    pub reload: Arc<Notify>,
 }
 
 /// Runs the gateway until `shutdown` resolves. `profiles` maps profile id to
@@ -88,6 +91,8 @@ pub async fn run(
     let stop_uplink = CancellationToken::new();
 
     let mut sources = JoinSet::new();
+    // Profile id -> the senders of every device using it, for reloads.
+    let mut profile_senders: HashMap<String, Vec<watch::Sender<Profile>>> = HashMap::new();
     for device in &config.devices {
         let profile =
             profiles
@@ -98,6 +103,11 @@ pub async fn run(
                     profile: device.profile.clone(),
                 })?;
         let DeviceTransport::Serial(settings) = &device.transport;
+        let (profile_tx, profile_rx) = watch::channel(profile.clone());
+        profile_senders
+            .entry(device.profile.clone())
+            .or_default()
+            .push(profile_tx);
         let ctx = DeviceContext {
             origin: Origin {
                 gateway_id: config.gateway_id.clone(),
@@ -106,7 +116,7 @@ pub async fn run(
                 profile_id: profile.id.clone(),
                 transport: Transport::Serial,
             },
-            profile,
+            profile: profile_rx,
             decode: Default::default(),
             stats: stats.device(&device.id),
             records: records_tx.clone(),
@@ -138,11 +148,18 @@ pub async fn run(
             .run(stop_uplink.clone())
             .instrument(info_span!("uplink")),
     );
+    let reloader = tokio::spawn(reload_profiles(
+        config.profile_dirs.clone(),
+        profile_senders,
+        handle.reload.clone(),
+        stats.clone(),
+    ));
     info!(message = "Gateway running.", gateway = %config.gateway_id, devices = config.devices.len());
 
     shutdown.await;
     info!(message = "Stopping: closing sources, syncing the buffer, draining the uplink.");
     stop_sources.cancel();
+    reloader.abort();
     while sources.join_next().await.is_some() {}
     if let Err(e) = writer.await {
         error!(message = "Writer task failed.", error = %e);
@@ -163,6 +180,44 @@ pub async fn run(
         unacknowledged = outbox.lock().unwrap_or_else(|p| p.into_inner()).pending()
     );
     Ok(snapshot)
+}
+
+/// Reloads profiles whenever `reload` is notified. A profile that fails to
+/// load is rejected with its problems and the running one stays in use.
+async fn reload_profiles(
+    dirs: Vec<std::path::PathBuf>,
+    senders: HashMap<String, Vec<watch::Sender<Profile>>>,
+    reload: Arc<Notify>,
+    stats: Arc<Stats>,
+) {
+    loop {
+        reload.notified().await;
+        info!(message = "Reloading device profiles.");
+        for (id, txs) in &senders {
+            let dirs = dirs.clone();
+            let lookup = id.clone();
+            let found =
+                tokio::task::spawn_blocking(move || crate::profile::find(&dirs, &lookup)).await;
+            match found {
+                Ok(Ok(profile)) => {
+                    for tx in txs {
+                        tx.send_replace(profile.clone());
+                    }
+                    info!(message = "Profile reloaded.", profile = %id, path = %profile.path.display());
+                }
+                Ok(Err(problems)) => {
+                    stats.profile_reload_errors.fetch_add(1, Relaxed);
+                    error!(
+                        message = "Profile reload rejected; the running profile stays in use.",
+                        profile = %id,
+                        problems = %crate::problem::render(&problems),
+                        stage = "profiles"
+                    );
+                }
+                Err(e) => error!(message = "Profile reload task failed.", error = %e),
+            }
+        }
+    }
 }
 
 /// The writer: takes records from the sources in batches and makes each

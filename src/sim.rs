@@ -57,8 +57,29 @@ impl Pty {
         self.master.flush()
     }
 
-    pub fn raw_fd(&self) -> i32 {
-        self.master.as_raw_fd()
+    /// Reads what the gateway wrote to the device (a request), waiting up
+    /// to `wait` for the first byte. Empty when nothing came.
+    pub fn read_request(&mut self, wait: std::time::Duration) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        let mut timeout = wait.as_millis().min(i32::MAX as u128) as i32;
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: self.master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polling one descriptor we own, with a bounded timeout.
+            let ready = unsafe { libc::poll(&mut pfd, 1, timeout) };
+            if ready <= 0 || pfd.revents & libc::POLLIN == 0 {
+                return Ok(out);
+            }
+            let mut buf = [0u8; 256];
+            let n = self.master.read(&mut buf)?;
+            out.extend_from_slice(&buf[..n]);
+            // Collect the rest of a request written in pieces.
+            timeout = 20;
+        }
     }
 }
 

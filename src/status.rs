@@ -14,6 +14,8 @@ pub struct DeviceStats {
     pub frames_bad: AtomicU64,
     /// Frames that were well-formed but not for this profile (wrong tag).
     pub frames_ignored: AtomicU64,
+    /// Request cycles (request and retries) the device did not answer.
+    pub requests_unanswered: AtomicU64,
     pub connected: AtomicBool,
     pub last_error: Mutex<Option<String>>,
 }
@@ -39,6 +41,8 @@ pub struct Stats {
     pub uplink_connects: AtomicU64,
     pub uplink_connected: AtomicBool,
     pub buffer_errors: AtomicU64,
+    /// Profile reloads rejected because a profile was broken.
+    pub profile_reload_errors: AtomicU64,
     devices: Mutex<BTreeMap<String, Arc<DeviceStats>>>,
 }
 
@@ -54,6 +58,7 @@ pub struct Snapshot {
     pub uplink_connects: u64,
     pub uplink_connected: bool,
     pub buffer_errors: u64,
+    pub profile_reload_errors: u64,
     pub devices: BTreeMap<String, DeviceSnapshot>,
 }
 
@@ -63,6 +68,7 @@ pub struct DeviceSnapshot {
     pub frames_ok: u64,
     pub frames_bad: u64,
     pub frames_ignored: u64,
+    pub requests_unanswered: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -86,6 +92,7 @@ impl Stats {
             uplink_connects: self.uplink_connects.load(Relaxed),
             uplink_connected: self.uplink_connected.load(Relaxed),
             buffer_errors: self.buffer_errors.load(Relaxed),
+            profile_reload_errors: self.profile_reload_errors.load(Relaxed),
             devices: devices
                 .iter()
                 .map(|(id, d)| {
@@ -97,6 +104,7 @@ impl Stats {
                             frames_ok: d.frames_ok.load(Relaxed),
                             frames_bad: d.frames_bad.load(Relaxed),
                             frames_ignored: d.frames_ignored.load(Relaxed),
+                            requests_unanswered: d.requests_unanswered.load(Relaxed),
                             last_error,
                         },
                     )

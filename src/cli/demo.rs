@@ -18,7 +18,7 @@ use clap::Args;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{
-    Buffer, Config, Device, DeviceTransport, FullPolicy, Parity, SerialSettings, Upstream,
+    Buffer, Config, Device, DeviceTransport, FullPolicy, Parity, PortRef, SerialSettings, Upstream,
 };
 use crate::gateway::{self, Handle};
 use crate::profile::Profile;
@@ -126,7 +126,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             },
             profile: inst.profile_id().into(),
             transport: DeviceTransport::Serial(SerialSettings {
-                port: pty.path.clone(),
+                port: PortRef::Path(pty.path.clone()),
                 baud: 9600,
                 parity: Parity::None,
                 data_bits: 8,
@@ -165,9 +165,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         let DeviceTransport::Serial(s) = &d.transport;
         println!(
             "  device {:<16} profile {:<26} on {}",
-            d.id,
-            d.profile,
-            s.port.display()
+            d.id, d.profile, s.port
         );
     }
     let platform = Platform::subscribe(&host, port).await?;

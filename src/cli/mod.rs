@@ -174,17 +174,34 @@ fn run_daemon(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(crate::gateway::run(
-        config,
-        profiles,
-        Default::default(),
-        shutdown_signal(),
-    ));
+    let handle = crate::gateway::Handle::default();
+    let result = rt.block_on(async move {
+        reload_on_sighup(handle.reload.clone());
+        crate::gateway::run(config, profiles, handle, shutdown_signal()).await
+    });
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(message = "Gateway failed.", error = %e);
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Notifies `reload` on every SIGHUP (a task on the current runtime).
+fn reload_on_sighup(reload: std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!(message = "SIGHUP received.");
+                    reload.notify_one();
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(message = "Cannot listen for SIGHUP; profile reload is off.", error = %e)
         }
     }
 }
@@ -220,8 +237,8 @@ fn check(path: &Path) -> ExitCode {
             );
             for device in &config.devices {
                 let config::DeviceTransport::Serial(s) = &device.transport;
-                if !s.port.exists() {
-                    println!("note: device \"{}\": serial port {} is not present now; the gateway will wait for it", device.id, s.port.display());
+                if !s.port.resolve().is_some_and(|p| p.exists()) {
+                    println!("note: device \"{}\": serial port {} is not present now; the gateway will wait for it", device.id, s.port);
                 }
             }
             ExitCode::SUCCESS

@@ -5,12 +5,14 @@
 //! Sources never give up: a missing or vanished device is retried with
 //! backoff for as long as the gateway runs.
 
+pub mod poll;
 pub mod serial;
+pub mod usb;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::profile::{frame::hex, DecodeContext, DeviceDecoder, Profile};
@@ -50,25 +52,34 @@ impl Backoff {
 /// What a source needs to turn bytes into records.
 pub struct DeviceContext {
     pub origin: Origin,
-    pub profile: Profile,
+    /// The device's profile; a new value arrives when profiles are reloaded.
+    pub profile: watch::Receiver<Profile>,
     pub decode: DecodeContext,
     pub stats: Arc<DeviceStats>,
     pub records: mpsc::Sender<Record>,
 }
 
 impl DeviceContext {
+    /// A decoder for the current profile.
+    pub fn decoder(&self) -> DeviceDecoder {
+        DeviceDecoder::new(&self.profile.borrow(), self.decode.clone())
+    }
+
     /// Decodes bytes just read and sends on every record they complete.
-    /// Returns `false` once the record channel is closed (gateway stopping).
-    pub async fn ingest(&self, decoder: &mut DeviceDecoder, bytes: &[u8]) -> bool {
+    /// Returns how many frames completed (good, bad or ignored), or `None`
+    /// once the record channel is closed (gateway stopping).
+    pub async fn ingest(&self, decoder: &mut DeviceDecoder, bytes: &[u8]) -> Option<usize> {
         use std::sync::atomic::Ordering::Relaxed;
-        for outcome in decoder.feed(bytes) {
+        let outcomes = decoder.feed(bytes);
+        let frames = outcomes.len();
+        for outcome in outcomes {
             match outcome {
                 Ok(measurement) => {
                     self.stats.frames_ok.fetch_add(1, Relaxed);
                     let record = Record::new(&self.origin, measurement);
                     debug!(message = "Frame decoded.", record = %record.id);
                     if self.records.send(record).await.is_err() {
-                        return false;
+                        return None;
                     }
                 }
                 Err(failure) if failure.ignored => {}
@@ -79,7 +90,7 @@ impl DeviceContext {
                         message = "Frame rejected.",
                         error = %failure.error,
                         hex = %hex(&failure.raw),
-                        profile = %self.origin.profile_id,
+                        profile = %self.profile.borrow().id,
                         stage = "decoding"
                     );
                 }
@@ -89,7 +100,7 @@ impl DeviceContext {
                 }
             }
         }
-        true
+        Some(frames)
     }
 }
 

@@ -1,39 +1,53 @@
 //! Serial source: reads a device on a serial port (RS-232, USB-CDC, or a
-//! pseudo-terminal in tests) with tokio-serial.
+//! pseudo-terminal in tests) with tokio-serial, and for request/response
+//! devices writes the profile's request on its schedule.
 //!
 //! A port that is missing, vanishes or errors is reopened with backoff; the
 //! state change is logged once, not every retry. An unplugged USB adapter
-//! shows up as reads returning 0 bytes forever, so 0 means "gone".
+//! shows up as reads returning 0 bytes forever, so 0 means "gone". A new
+//! profile (after a reload) takes effect at the next frame boundary.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_serial::SerialPortBuilderExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::poll::{Action, Poller};
 use super::{Backoff, DeviceContext};
 use crate::config::{Parity, SerialSettings};
-use crate::profile::DeviceDecoder;
+
+/// Why the read loop ended.
+enum End {
+    Stop,
+    Lost(String),
+}
 
 /// Reads the device until `shutdown` is cancelled.
-pub async fn run(ctx: DeviceContext, settings: SerialSettings, shutdown: CancellationToken) {
+pub async fn run(mut ctx: DeviceContext, settings: SerialSettings, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     let mut last_open_error: Option<String> = None;
-    let mut buf = vec![0u8; 4096];
     loop {
-        let mut port = match open(&settings) {
-            Ok(port) => port,
-            Err(e) => {
-                let text = e.to_string();
+        let opened = match settings.port.resolve() {
+            Some(path) => open(&settings, &path)
+                .map(|port| (port, path))
+                .map_err(|e| e.to_string()),
+            None => Err(format!(
+                "no USB serial adapter {} is plugged in",
+                settings.port
+            )),
+        };
+        let (port, path) = match opened {
+            Ok(opened) => opened,
+            Err(text) => {
                 if last_open_error.as_deref() != Some(text.as_str()) {
-                    warn!(message = "Serial port unavailable; retrying.", port = %settings.port.display(), error = %text, stage = "source");
-                    ctx.stats
-                        .set_error(format!("{}: {text}", settings.port.display()));
+                    warn!(message = "Serial port unavailable; retrying.", port = %settings.port, error = %text, stage = "source");
+                    ctx.stats.set_error(format!("{}: {text}", settings.port));
                     last_open_error = Some(text);
                 } else {
-                    debug!(message = "Serial port still unavailable.", port = %settings.port.display());
+                    debug!(message = "Serial port still unavailable.", port = %settings.port);
                 }
                 if !sleep_or_stop(backoff.next_delay(), &shutdown).await {
                     return;
@@ -41,42 +55,105 @@ pub async fn run(ctx: DeviceContext, settings: SerialSettings, shutdown: Cancell
                 continue;
             }
         };
-        info!(message = "Serial port opened.", port = %settings.port.display(), baud = settings.baud);
+        info!(message = "Serial port opened.", port = %path.display(), baud = settings.baud);
         last_open_error = None;
         backoff.reset();
         ctx.stats.connected.store(true, Relaxed);
-        let mut decoder = DeviceDecoder::new(&ctx.profile, ctx.decode.clone());
-        let reason = loop {
-            tokio::select! {
-                read = port.read(&mut buf) => match read {
-                    Ok(0) => break "the port returned end of file (device unplugged?)".to_string(),
-                    Ok(n) => {
-                        if !ctx.ingest(&mut decoder, &buf[..n]).await {
-                            return;
-                        }
-                    }
-                    Err(e) => break e.to_string(),
-                },
-                _ = shutdown.cancelled() => {
-                    ctx.stats.connected.store(false, Relaxed);
-                    return;
-                }
-            }
-        };
+        let end = read_port(&mut ctx, port, &shutdown).await;
         ctx.stats.connected.store(false, Relaxed);
-        ctx.stats
-            .set_error(format!("{}: {reason}", settings.port.display()));
-        warn!(message = "Serial port lost; reopening.", port = %settings.port.display(), error = %reason, stage = "source");
-        drop(port);
+        match end {
+            End::Stop => return,
+            End::Lost(reason) => {
+                ctx.stats.set_error(format!("{}: {reason}", path.display()));
+                warn!(message = "Serial port lost; reopening.", port = %path.display(), error = %reason, stage = "source");
+            }
+        }
         if !sleep_or_stop(backoff.next_delay(), &shutdown).await {
             return;
         }
     }
 }
 
-fn open(settings: &SerialSettings) -> tokio_serial::Result<tokio_serial::SerialStream> {
-    let path = settings.port.to_string_lossy();
-    tokio_serial::new(path, settings.baud)
+/// Reads (and polls) one open port until it fails or the gateway stops.
+async fn read_port(
+    ctx: &mut DeviceContext,
+    mut port: tokio_serial::SerialStream,
+    shutdown: &CancellationToken,
+) -> End {
+    let mut buf = vec![0u8; 4096];
+    let mut decoder = ctx.decoder();
+    let now = tokio::time::Instant::now();
+    let mut poller = ctx
+        .profile
+        .borrow()
+        .request
+        .as_ref()
+        .map(|r| Poller::new(r, now));
+    let mut request = ctx
+        .profile
+        .borrow()
+        .request
+        .as_ref()
+        .map(|r| r.bytes())
+        .unwrap_or_default();
+    let mut reloads = true;
+    loop {
+        let wakeup = poller.as_ref().map(Poller::wakeup);
+        tokio::select! {
+            read = port.read(&mut buf) => match read {
+                Ok(0) => return End::Lost("the port returned end of file (device unplugged?)".into()),
+                Ok(n) => {
+                    let Some(frames) = ctx.ingest(&mut decoder, &buf[..n]).await else { return End::Stop };
+                    if let Some(p) = poller.as_mut().filter(|_| frames > 0) {
+                        if p.on_reply(tokio::time::Instant::now()) {
+                            info!(message = "Device answering again.");
+                        }
+                    }
+                }
+                Err(e) => return End::Lost(e.to_string()),
+            },
+            _ = sleep_until(wakeup), if wakeup.is_some() => {
+                let Some(p) = poller.as_mut() else { continue };
+                match p.on_timer(tokio::time::Instant::now()) {
+                    Action::Send => {
+                        if let Err(e) = port.write_all(&request).await {
+                            return End::Lost(format!("writing the request failed: {e}"));
+                        }
+                    }
+                    Action::GaveUp => {
+                        ctx.stats.requests_unanswered.fetch_add(1, Relaxed);
+                        ctx.stats.set_error("no reply to the profile's request");
+                        warn!(message = "Device not answering its request; will keep asking.", stage = "source");
+                    }
+                    Action::Nothing => {}
+                }
+            }
+            changed = ctx.profile.changed(), if reloads => {
+                reloads = changed.is_ok();
+                if reloads {
+                    decoder = ctx.decoder();
+                    let profile = ctx.profile.borrow();
+                    poller = profile.request.as_ref().map(|r| Poller::new(r, tokio::time::Instant::now()));
+                    request = profile.request.as_ref().map(|r| r.bytes()).unwrap_or_default();
+                    info!(message = "Profile reloaded for this device.", profile = %profile.id);
+                }
+            }
+            _ = shutdown.cancelled() => return End::Stop,
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+fn open(
+    settings: &SerialSettings,
+    path: &std::path::Path,
+) -> tokio_serial::Result<tokio_serial::SerialStream> {
+    tokio_serial::new(path.to_string_lossy(), settings.baud)
         .parity(match settings.parity {
             Parity::None => tokio_serial::Parity::None,
             Parity::Odd => tokio_serial::Parity::Odd,
