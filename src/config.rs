@@ -42,6 +42,8 @@ pub struct Upstream {
     pub inflight_window: u16,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Backlog records published per second at most, beside live ones.
+    pub backlog_per_second: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +56,13 @@ pub struct Buffer {
     pub full_policy: FullPolicy,
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
+    /// Unacknowledged bytes kept at most (then `full_policy` applies).
+    pub max_bytes: Option<u64>,
+    /// Unacknowledged records older than this are dropped and counted.
+    pub max_age: Option<Duration>,
+    /// How long the writer gathers records before one durable write; a
+    /// power cut can lose at most the frames received in this window.
+    pub flush_window: Duration,
 }
 
 /// What the outbox does with a new record when every slot is taken.
@@ -166,6 +175,12 @@ struct RawUpstream {
     reconnect_min_ms: Spanned<u64>,
     #[serde(default = "default_reconnect_max")]
     reconnect_max_seconds: Spanned<u64>,
+    #[serde(default = "default_backlog_rate")]
+    backlog_per_second: Spanned<u32>,
+}
+
+fn default_backlog_rate() -> Spanned<u32> {
+    Spanned::new(0..0, 100)
 }
 
 fn default_port() -> Spanned<u16> {
@@ -195,6 +210,9 @@ struct RawBuffer {
     max_record_bytes: Spanned<usize>,
     full_policy: FullPolicy,
     cache_bytes: Spanned<u64>,
+    max_bytes: Option<Spanned<u64>>,
+    max_age_hours: Option<Spanned<u64>>,
+    flush_window_ms: Spanned<u64>,
 }
 
 impl Default for RawBuffer {
@@ -205,6 +223,9 @@ impl Default for RawBuffer {
             max_record_bytes: Spanned::new(0..0, 16 * 1024),
             full_policy: FullPolicy::DropOldest,
             cache_bytes: Spanned::new(0..0, 8 * 1024 * 1024),
+            max_bytes: None,
+            max_age_hours: None,
+            flush_window_ms: Spanned::new(0..0, 0),
         }
     }
 }
@@ -374,6 +395,13 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
             "set 0 < reconnect_min_ms <= reconnect_max_seconds * 1000",
         ));
     }
+    if *up.backlog_per_second.get_ref() == 0 {
+        problems.push(src.problem(
+            span(&up.backlog_per_second),
+            "backlog_per_second = 0 would never drain a backlog",
+            "100 drains a week of a busy station in hours without flooding the platform",
+        ));
+    }
     let password = up.password_file.as_ref().and_then(|file| {
         let path = resolve(base, file.get_ref());
         match std::fs::read_to_string(&path) {
@@ -419,6 +447,33 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
             span(&b.cache_bytes),
             format!("buffer cache_bytes = {cache_bytes} is outside 1 MiB..=1 GiB"),
             "8388608 (8 MiB) suits a 512 MB box",
+        ));
+    }
+
+    if let Some(max_bytes) = &b.max_bytes {
+        if *max_bytes.get_ref() < 64 * 1024 {
+            problems.push(src.problem(
+                span(max_bytes),
+                format!("buffer max_bytes = {} is under 64 KiB", max_bytes.get_ref()),
+                "size it for the backlog of a long outage, e.g. 268435456 (256 MiB)",
+            ));
+        }
+    }
+    if let Some(hours) = &b.max_age_hours {
+        if *hours.get_ref() == 0 {
+            problems.push(src.problem(
+                span(hours),
+                "buffer max_age_hours = 0 would drop every record",
+                "remove it to keep records until delivered, or set the hours",
+            ));
+        }
+    }
+    let flush_window_ms = *b.flush_window_ms.get_ref();
+    if flush_window_ms > 10_000 {
+        problems.push(src.problem(
+            span(&b.flush_window_ms),
+            format!("buffer flush_window_ms = {flush_window_ms} is over 10 s"),
+            "a power cut loses up to this window of readings; 0-1000 ms is usual",
         ));
     }
 
@@ -538,6 +593,7 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
             inflight_window: window,
             reconnect_min: Duration::from_millis(min_ms),
             reconnect_max: Duration::from_secs(max_s),
+            backlog_per_second: up.backlog_per_second.into_inner(),
         },
         buffer: Buffer {
             dir: resolve(base, b.dir.get_ref()),
@@ -545,6 +601,11 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
             max_record_bytes,
             full_policy: b.full_policy,
             cache_bytes,
+            max_bytes: b.max_bytes.map(Spanned::into_inner),
+            max_age: b
+                .max_age_hours
+                .map(|h| Duration::from_secs(h.into_inner() * 3600)),
+            flush_window: Duration::from_millis(flush_window_ms),
         },
         devices,
     }

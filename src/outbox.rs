@@ -9,20 +9,28 @@
 //! slot keys (`seq % capacity`) overwritten in place and never removed; the
 //! head/tail pointers live in one meta key written in the same atomic batch
 //! as the slots. The rule this implements is written in `docs/reliability.md`.
+//!
+//! Slot layout (format 1): `seq u64 | boot id [16] | uptime ms u64 |
+//! device id length u8 | device id | record JSON`, integers big-endian.
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use thiserror::Error;
 use tracing::{error, warn};
 
+use crate::clock::Stamp;
 use crate::config::FullPolicy;
 use crate::record::Record;
 
 /// Version of the on-disk layout; a newer one is refused, older ones read.
 pub const FORMAT_VERSION: u32 = 1;
 const META_KEY: &[u8] = b"meta";
+const HEADER: usize = 8 + 16 + 8 + 1;
+/// Records expired by age in one append, at most (keeps appends short).
+const EXPIRE_PER_APPEND: u64 = 10_000;
 
 #[derive(Debug, Error)]
 pub enum OutboxError {
@@ -41,6 +49,8 @@ pub enum OutboxError {
         seq: u64,
         detail: String,
     },
+    #[error("no buffer at {path}: the directory does not exist")]
+    Missing { path: PathBuf },
 }
 
 /// Sizing and policy of the ring.
@@ -50,6 +60,10 @@ pub struct OutboxOptions {
     pub max_record_bytes: usize,
     pub full_policy: FullPolicy,
     pub cache_bytes: u64,
+    /// Unacknowledged bytes, at most (estimated from the mean record size).
+    pub max_bytes: Option<u64>,
+    /// Unacknowledged records older than this are dropped (counted).
+    pub max_age: Option<Duration>,
 }
 
 impl From<&crate::config::Buffer> for OutboxOptions {
@@ -59,6 +73,8 @@ impl From<&crate::config::Buffer> for OutboxOptions {
             max_record_bytes: b.max_record_bytes,
             full_policy: b.full_policy,
             cache_bytes: b.cache_bytes,
+            max_bytes: b.max_bytes,
+            max_age: b.max_age,
         }
     }
 }
@@ -72,12 +88,16 @@ pub struct AppendOutcome {
     pub refused: u64,
     /// Unacknowledged records overwritten under `drop_oldest`.
     pub dropped_oldest: u64,
+    /// Unacknowledged records dropped for being older than `max_age`.
+    pub expired: u64,
 }
 
 /// A stored record as the uplink needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     pub seq: u64,
+    /// When the outbox accepted it, on the boot clock.
+    pub stamp: Stamp,
     pub device_id: String,
     /// The record's JSON, exactly the MQTT payload.
     pub payload: Vec<u8>,
@@ -91,15 +111,28 @@ struct Meta {
     head: u64,
     /// Oldest record not yet acknowledged; everything before it is released.
     tail: u64,
+    /// Bytes of all records ever appended, for the mean record size.
+    bytes_appended: u64,
 }
 
 impl Meta {
-    fn encode(&self) -> [u8; 28] {
-        let mut b = [0u8; 28];
+    fn new(capacity: u64) -> Meta {
+        Meta {
+            version: FORMAT_VERSION,
+            capacity,
+            head: 0,
+            tail: 0,
+            bytes_appended: 0,
+        }
+    }
+
+    fn encode(&self) -> [u8; 36] {
+        let mut b = [0u8; 36];
         b[0..4].copy_from_slice(&self.version.to_be_bytes());
         b[4..12].copy_from_slice(&self.capacity.to_be_bytes());
         b[12..20].copy_from_slice(&self.head.to_be_bytes());
         b[20..28].copy_from_slice(&self.tail.to_be_bytes());
+        b[28..36].copy_from_slice(&self.bytes_appended.to_be_bytes());
         b
     }
 
@@ -114,7 +147,16 @@ impl Meta {
             capacity: u64_at(4)?,
             head: u64_at(12)?,
             tail: u64_at(20)?,
+            bytes_appended: u64_at(28)?,
         })
+    }
+
+    /// Estimated bytes of the unacknowledged records.
+    fn pending_bytes(&self) -> u64 {
+        match self.head {
+            0 => 0,
+            n => (self.head - self.tail) * (self.bytes_appended / n),
+        }
     }
 }
 
@@ -135,7 +177,8 @@ fn slot_key(seq: u64, capacity: u64) -> [u8; 8] {
 }
 
 impl Outbox {
-    /// Opens (or creates) the outbox in `dir`.
+    /// Opens (or creates) the outbox in `dir`. Only the meta key is read:
+    /// opening a buffer of a million records costs the same as an empty one.
     pub fn open(dir: &Path, options: OutboxOptions) -> Result<Outbox, OutboxError> {
         let sled_err = |source| OutboxError::Sled {
             path: dir.to_path_buf(),
@@ -161,12 +204,7 @@ impl Outbox {
                     detail: "an unreadable meta key".into(),
                 });
             }
-            None => Meta {
-                version: FORMAT_VERSION,
-                capacity: options.max_records,
-                head: 0,
-                tail: 0,
-            },
+            None => Meta::new(options.max_records),
         };
         if meta.version > FORMAT_VERSION {
             return Err(OutboxError::NewerFormat {
@@ -186,11 +224,14 @@ impl Outbox {
                 );
             }
         }
-        if meta.tail > meta.head {
+        if meta.tail > meta.head || meta.capacity == 0 {
             return Err(OutboxError::Corrupt {
                 path: dir.to_path_buf(),
                 seq: meta.tail,
-                detail: format!("a tail past the head ({})", meta.head),
+                detail: format!(
+                    "impossible pointers (head {}, capacity {})",
+                    meta.head, meta.capacity
+                ),
             });
         }
         let outbox = Outbox {
@@ -215,7 +256,7 @@ impl Outbox {
     ) -> Result<(Outbox, Option<PathBuf>), OutboxError> {
         match Outbox::open(dir, options.clone()) {
             Ok(outbox) => Ok((outbox, None)),
-            Err(e @ OutboxError::NewerFormat { .. }) => Err(e),
+            Err(e @ (OutboxError::NewerFormat { .. } | OutboxError::Sync { .. })) => Err(e),
             Err(e) => {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -244,6 +285,8 @@ impl Outbox {
         let mut acked = self.acked.clone();
         let mut outcome = AppendOutcome::default();
         let mut batch = sled::Batch::default();
+        let now = Stamp::now();
+        outcome.expired = self.expire(&mut meta, &mut acked, &now)?;
         for record in records.iter_mut() {
             record.seq = meta.head;
             let json = serde_json::to_vec(record).unwrap_or_default();
@@ -261,35 +304,38 @@ impl Outbox {
                 outcome.refused += 1;
                 continue;
             }
-            if meta.head - meta.tail >= meta.capacity {
-                match self.options.full_policy {
-                    FullPolicy::RefuseNewest => {
-                        outcome.refused += 1;
-                        continue;
-                    }
-                    FullPolicy::DropOldest => {
-                        acked.remove(&meta.tail);
-                        meta.tail += 1;
-                        outcome.dropped_oldest += 1;
-                        while acked.remove(&meta.tail) {
-                            meta.tail += 1;
-                        }
-                    }
+            let over_bytes = |m: &Meta| {
+                self.options.max_bytes.is_some_and(|max| {
+                    m.pending_bytes() + json.len() as u64 > max && m.head > m.tail
+                })
+            };
+            while meta.head - meta.tail >= meta.capacity || over_bytes(&meta) {
+                if self.options.full_policy == FullPolicy::RefuseNewest {
+                    break;
                 }
+                drop_oldest(&mut meta, &mut acked);
+                outcome.dropped_oldest += 1;
             }
-            let mut value = Vec::with_capacity(9 + record.device_id.len() + json.len());
+            if meta.head - meta.tail >= meta.capacity || over_bytes(&meta) {
+                outcome.refused += 1;
+                continue;
+            }
+            let mut value = Vec::with_capacity(HEADER + record.device_id.len() + json.len());
             value.extend_from_slice(&meta.head.to_be_bytes());
+            value.extend_from_slice(&now.boot_id);
+            value.extend_from_slice(&now.uptime_ms.to_be_bytes());
             value.push(record.device_id.len() as u8);
             value.extend_from_slice(record.device_id.as_bytes());
             value.extend_from_slice(&json);
             batch.insert(&slot_key(meta.head, meta.capacity), value);
             outcome.accepted.push(meta.head);
             meta.head += 1;
+            meta.bytes_appended += json.len() as u64;
         }
         if meta == self.meta {
             return Ok(outcome);
         }
-        batch.insert(META_KEY, &meta.encode());
+        batch.insert(META_KEY, &meta.encode()[..]);
         self.db
             .apply_batch(batch)
             .map_err(|source| self.sled_error(source))?;
@@ -299,20 +345,54 @@ impl Outbox {
         Ok(outcome)
     }
 
+    /// Drops unacknowledged records older than `max_age`, oldest first.
+    fn expire(
+        &self,
+        meta: &mut Meta,
+        acked: &mut BTreeSet<u64>,
+        now: &Stamp,
+    ) -> Result<u64, OutboxError> {
+        let Some(max_age) = self.options.max_age else {
+            return Ok(0);
+        };
+        let mut expired = 0;
+        while meta.tail < meta.head && expired < EXPIRE_PER_APPEND {
+            if acked.contains(&meta.tail) {
+                drop_oldest(meta, acked);
+                continue;
+            }
+            let age = self
+                .read_slot_with(meta, meta.tail)?
+                .stamp
+                .elapsed_until(now);
+            if !age.is_some_and(|ms| ms > max_age.as_millis() as u64) {
+                break;
+            }
+            drop_oldest(meta, acked);
+            expired += 1;
+        }
+        Ok(expired)
+    }
+
     /// Up to `max` unacknowledged records with `seq >= from`, in order.
     pub fn read(&self, from: u64, max: usize) -> Result<Vec<Stored>, OutboxError> {
+        self.read_range(from, u64::MAX, max)
+    }
+
+    /// Up to `max` unacknowledged records with `from <= seq < to`, in order.
+    pub fn read_range(&self, from: u64, to: u64, max: usize) -> Result<Vec<Stored>, OutboxError> {
         let mut out = Vec::new();
         let mut seq = from.max(self.meta.tail);
-        while seq < self.meta.head && out.len() < max {
+        while seq < self.meta.head.min(to) && out.len() < max {
             if !self.acked.contains(&seq) {
-                out.push(self.read_slot(seq)?);
+                out.push(self.read_slot_with(&self.meta, seq)?);
             }
             seq += 1;
         }
         Ok(out)
     }
 
-    fn read_slot(&self, seq: u64) -> Result<Stored, OutboxError> {
+    fn read_slot_with(&self, meta: &Meta, seq: u64) -> Result<Stored, OutboxError> {
         let corrupt = |detail: String| OutboxError::Corrupt {
             path: self.path.clone(),
             seq,
@@ -320,29 +400,10 @@ impl Outbox {
         };
         let value = self
             .db
-            .get(slot_key(seq, self.meta.capacity))
+            .get(slot_key(seq, meta.capacity))
             .map_err(|source| self.sled_error(source))?
             .ok_or_else(|| corrupt("nothing".into()))?;
-        let stored_seq = value
-            .get(0..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes);
-        if stored_seq != Some(seq) {
-            return Err(corrupt(format!("record {stored_seq:?}")));
-        }
-        let id_len = *value
-            .get(8)
-            .ok_or_else(|| corrupt("a truncated header".into()))? as usize;
-        let device_id = value
-            .get(9..9 + id_len)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .ok_or_else(|| corrupt("a bad device id".into()))?
-            .to_string();
-        Ok(Stored {
-            seq,
-            device_id,
-            payload: value[9 + id_len..].to_vec(),
-        })
+        decode_slot(seq, &value).map_err(corrupt)
     }
 
     /// Releases record `seq` after its PUBACK. Acknowledging twice, or a
@@ -374,7 +435,7 @@ impl Outbox {
 
     fn write_meta(&self) -> Result<(), OutboxError> {
         self.db
-            .insert(META_KEY, &self.meta.encode())
+            .insert(META_KEY, &self.meta.encode()[..])
             .map_err(|source| self.sled_error(source))?;
         Ok(())
     }
@@ -405,6 +466,152 @@ impl Outbox {
     pub fn capacity(&self) -> u64 {
         self.meta.capacity
     }
+
+    /// Age of the oldest unacknowledged record, when it is from this boot.
+    pub fn oldest_age_ms(&self) -> Option<u64> {
+        let oldest = (self.meta.tail..self.meta.head).find(|s| !self.acked.contains(s))?;
+        self.read_slot_with(&self.meta, oldest)
+            .ok()?
+            .stamp
+            .elapsed_until(&Stamp::now())
+    }
+}
+
+fn drop_oldest(meta: &mut Meta, acked: &mut BTreeSet<u64>) {
+    acked.remove(&meta.tail);
+    meta.tail += 1;
+    while acked.remove(&meta.tail) {
+        meta.tail += 1;
+    }
+}
+
+fn decode_slot(seq: u64, value: &[u8]) -> Result<Stored, String> {
+    let u64_at = |i: usize| {
+        value
+            .get(i..i + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    let stored_seq = u64_at(0);
+    if stored_seq != Some(seq) {
+        return Err(format!("record {stored_seq:?}"));
+    }
+    let boot_id: [u8; 16] = value
+        .get(8..24)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("a truncated header")?;
+    let uptime_ms = u64_at(24).ok_or("a truncated header")?;
+    let id_len = *value.get(32).ok_or("a truncated header")? as usize;
+    let device_id = value
+        .get(HEADER..HEADER + id_len)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or("a bad device id")?
+        .to_string();
+    Ok(Stored {
+        seq,
+        stamp: Stamp { boot_id, uptime_ms },
+        device_id,
+        payload: value[HEADER + id_len..].to_vec(),
+    })
+}
+
+/// What `fitedge buffer stats|verify` report about a stopped gateway's buffer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub path: PathBuf,
+    pub format: u32,
+    pub capacity: u64,
+    pub head: u64,
+    pub tail: u64,
+    pub pending: u64,
+    pub disk_bytes: u64,
+    pub oldest_received_at: Option<String>,
+    /// Slots that could not be read or parsed.
+    pub problems: Vec<String>,
+}
+
+fn open_existing(dir: &Path) -> Result<(sled::Db, Meta), OutboxError> {
+    if !dir.join("db").exists() {
+        return Err(OutboxError::Missing {
+            path: dir.to_path_buf(),
+        });
+    }
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(4 << 20)
+        .open()
+        .map_err(|source| OutboxError::Sled {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let meta = db
+        .get(META_KEY)
+        .map_err(|source| OutboxError::Sled {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .and_then(|v| Meta::decode(&v))
+        .ok_or_else(|| OutboxError::Corrupt {
+            path: dir.to_path_buf(),
+            seq: 0,
+            detail: "no readable meta key".into(),
+        })?;
+    Ok((db, meta))
+}
+
+/// Reads every unacknowledged record of the buffer in `dir` (the gateway
+/// must be stopped) and reports counts and problems.
+pub fn inspect(dir: &Path) -> Result<Report, OutboxError> {
+    let (db, meta) = open_existing(dir)?;
+    let mut problems = Vec::new();
+    let mut oldest = None;
+    for seq in meta.tail..meta.head {
+        let slot = db.get(slot_key(seq, meta.capacity)).ok().flatten();
+        let stored = slot
+            .ok_or_else(|| "missing".to_string())
+            .and_then(|v| decode_slot(seq, &v));
+        match stored.and_then(|s| {
+            serde_json::from_slice::<Record>(&s.payload).map_err(|e| format!("JSON: {e}"))
+        }) {
+            Ok(record) => {
+                oldest.get_or_insert(record.received_at);
+            }
+            Err(e) => problems.push(format!("record {seq}: {e}")),
+        }
+    }
+    Ok(Report {
+        path: dir.to_path_buf(),
+        format: meta.version,
+        capacity: meta.capacity,
+        head: meta.head,
+        tail: meta.tail,
+        pending: meta.head - meta.tail,
+        disk_bytes: disk_usage(dir),
+        oldest_received_at: oldest,
+        problems,
+    })
+}
+
+/// Writes every unacknowledged record of the buffer in `dir` as JSON lines.
+pub fn export(dir: &Path, out: &mut dyn std::io::Write) -> Result<u64, OutboxError> {
+    let (db, meta) = open_existing(dir)?;
+    let mut written = 0;
+    for seq in meta.tail..meta.head {
+        let Some(value) = db.get(slot_key(seq, meta.capacity)).ok().flatten() else {
+            continue;
+        };
+        let Ok(stored) = decode_slot(seq, &value) else {
+            continue;
+        };
+        let io = |source| OutboxError::Sync {
+            path: dir.to_path_buf(),
+            source,
+        };
+        out.write_all(&stored.payload).map_err(io)?;
+        out.write_all(b"\n").map_err(io)?;
+        written += 1;
+    }
+    Ok(written)
 }
 
 /// Bytes used by the files under `dir` (for soak tests and status).
@@ -436,6 +643,8 @@ mod tests {
             max_record_bytes: 4096,
             full_policy,
             cache_bytes: 1 << 20,
+            max_bytes: None,
+            max_age: None,
         }
     }
 
@@ -577,8 +786,86 @@ mod tests {
             capacity: 7,
             head: 1 << 40,
             tail: 3,
+            bytes_appended: 99,
         };
         assert_eq!(Meta::decode(&m.encode()), Some(m));
         assert_eq!(Meta::decode(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn a_byte_limit_applies_the_full_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(
+            dir.path(),
+            OutboxOptions {
+                max_bytes: Some(4000),
+                ..options(1000, FullPolicy::DropOldest)
+            },
+        )
+        .unwrap();
+        o.append(&mut records(10)).unwrap();
+        let size = o.meta.bytes_appended / 10;
+        let out = o.append(&mut records(40)).unwrap();
+        assert!(out.dropped_oldest > 0, "{out:?}");
+        assert!(
+            o.pending() * size <= 4000 + size,
+            "pending {} of {size} bytes",
+            o.pending()
+        );
+        let mut refusing = Outbox::open(
+            tempfile::tempdir().unwrap().path(),
+            OutboxOptions {
+                max_bytes: Some(4000),
+                ..options(1000, FullPolicy::RefuseNewest)
+            },
+        )
+        .unwrap();
+        let out = refusing.append(&mut records(50)).unwrap();
+        assert!(out.refused > 0 && out.accepted.len() < 50);
+    }
+
+    #[test]
+    fn records_past_their_age_are_dropped_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(
+            dir.path(),
+            OutboxOptions {
+                max_age: Some(std::time::Duration::from_millis(300)),
+                ..options(100, FullPolicy::DropOldest)
+            },
+        )
+        .unwrap();
+        o.append(&mut records(3)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let out = o.append(&mut records(2)).unwrap();
+        assert_eq!(out.expired, 3);
+        assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![3, 4]);
+    }
+
+    #[test]
+    fn slots_carry_the_boot_clock_and_inspection_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+            o.append(&mut records(3)).unwrap();
+            o.ack(0).unwrap();
+            let stored = o.read(0, 1).unwrap();
+            assert_eq!(stored[0].stamp.boot_id, Stamp::now().boot_id);
+            assert!(o.oldest_age_ms().is_some());
+        }
+        let report = inspect(dir.path()).unwrap();
+        assert_eq!(
+            (report.head, report.tail, report.pending, report.capacity),
+            (3, 1, 2, 16)
+        );
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let mut out = Vec::new();
+        export(dir.path(), &mut out).unwrap();
+        let lines: Vec<Record> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
     }
 }

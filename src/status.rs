@@ -43,6 +43,11 @@ pub struct Stats {
     pub buffer_errors: AtomicU64,
     /// Profile reloads rejected because a profile was broken.
     pub profile_reload_errors: AtomicU64,
+    pub records_expired: AtomicU64,
+    /// Boot-clock time of the last PUBACK for a record (0: none yet).
+    pub last_ack_uptime_ms: AtomicU64,
+    /// Where an unreadable buffer was moved at start, if it was.
+    pub buffer_moved_aside: Mutex<Option<String>>,
     devices: Mutex<BTreeMap<String, Arc<DeviceStats>>>,
 }
 
@@ -59,6 +64,9 @@ pub struct Snapshot {
     pub uplink_connected: bool,
     pub buffer_errors: u64,
     pub profile_reload_errors: u64,
+    pub records_expired: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buffer_moved_aside: Option<String>,
     pub devices: BTreeMap<String, DeviceSnapshot>,
 }
 
@@ -93,6 +101,8 @@ impl Stats {
             uplink_connected: self.uplink_connected.load(Relaxed),
             buffer_errors: self.buffer_errors.load(Relaxed),
             profile_reload_errors: self.profile_reload_errors.load(Relaxed),
+            records_expired: self.records_expired.load(Relaxed),
+            buffer_moved_aside: self.buffer_moved_aside.lock().ok().and_then(|m| m.clone()),
             devices: devices
                 .iter()
                 .map(|(id, d)| {

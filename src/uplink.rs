@@ -1,11 +1,18 @@
 //! Uplink: forwards the outbox to the platform broker with rumqttc, QoS 1.
 //!
 //! The outbox is the source of truth. The uplink publishes unacknowledged
-//! records in order, at most `inflight_window` at a time, and acknowledges a
-//! record in the outbox only on its PUBACK. rumqttc forgets its own pending
-//! publishes when the broker has no session for us, so after every CONNACK
-//! without a session everything unacknowledged is published again from the
-//! outbox. The retained status topic says "online"; the last will "offline".
+//! records, at most `inflight_window` at a time, and acknowledges a record in
+//! the outbox only on its PUBACK. rumqttc forgets its own pending publishes
+//! when the broker has no session for us, so after every CONNACK without a
+//! session everything unacknowledged is published again from the outbox.
+//!
+//! Two lanes: records accepted since the (re)connect go out at once (live);
+//! the backlog from before goes out oldest first beside them, paced to
+//! `backlog_per_second` so a week's backlog does not flood the platform.
+//!
+//! The retained status topic says "online" on connect, carries a heartbeat
+//! with the gateway's figures every `STATUS_EVERY`, and the last will says
+//! "offline".
 //!
 //! Packet ids: `publish()` does not return one, so the uplink keeps a FIFO of
 //! the records it handed to rumqttc and pairs them with the ids as rumqttc
@@ -15,21 +22,25 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::clock::Stamp;
 use crate::config::Upstream;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Stored};
 use crate::source::Backoff;
-use crate::status::Stats;
+use crate::status::{Snapshot, Stats};
 
 /// How long a stopping uplink waits for outstanding PUBACKs.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How often the retained status carries fresh figures.
+pub const STATUS_EVERY: Duration = Duration::from_secs(60);
 
 /// Topic of a device's records: `<prefix>/<site>/<gateway>/records/<device>`.
 pub fn record_topic(prefix: &str, site: &str, gateway: &str, device: &str) -> String {
@@ -49,6 +60,23 @@ pub struct StatusMessage<'a> {
     pub site_id: &'a str,
     pub version: &'a str,
     pub at: String,
+    /// The figures, in heartbeats (absent from the last will).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// What the heartbeat reports: progress and counters.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Health {
+    /// Records waiting for a PUBACK.
+    pub unacknowledged: u64,
+    /// Age of the oldest of them, in seconds (this boot only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_unacknowledged_seconds: Option<u64>,
+    /// Seconds since the last PUBACK for a record, if there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_ack_seconds: Option<u64>,
+    pub counters: Snapshot,
 }
 
 impl<'a> StatusMessage<'a> {
@@ -59,6 +87,7 @@ impl<'a> StatusMessage<'a> {
             site_id,
             version: env!("CARGO_PKG_VERSION"),
             at: crate::clock::now_rfc3339(),
+            health: None,
         }
     }
 
@@ -79,15 +108,18 @@ pub struct Uplink {
     pub stats: Arc<Stats>,
 }
 
-/// Publish bookkeeping, separate from I/O so the pairing rules are explicit.
+/// Publish bookkeeping, separate from I/O so the rules are explicit.
 #[derive(Debug, Default)]
 struct Inflight {
     /// Handed to rumqttc, packet id not yet known. `None`: a status message.
     queued: VecDeque<Option<u64>>,
     /// Packet id -> record awaiting its PUBACK.
     by_pkid: HashMap<u16, Option<u64>>,
-    /// Next sequence number to publish.
-    cursor: u64,
+    /// Backlog lane: next record to publish, and where the backlog ends.
+    backlog_next: u64,
+    backlog_end: u64,
+    /// Live lane: next record at or after `backlog_end` to publish.
+    live_next: u64,
 }
 
 impl Inflight {
@@ -111,57 +143,132 @@ impl Inflight {
     }
 
     /// The broker has no session: rumqttc dropped everything it held, so
-    /// start again from the oldest unacknowledged record.
-    fn restart_from(&mut self, tail: u64) {
+    /// the backlog is everything unacknowledged, and live starts at `head`.
+    fn restart(&mut self, tail: u64, head: u64) {
         self.queued.clear();
         self.by_pkid.clear();
-        self.cursor = tail;
+        self.backlog_next = tail;
+        self.backlog_end = head;
+        self.live_next = head;
     }
+
+    fn backlog_left(&self) -> bool {
+        self.backlog_next < self.backlog_end
+    }
+}
+
+/// A token bucket pacing the backlog lane.
+#[derive(Debug)]
+struct Pace {
+    per_second: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Pace {
+    fn new(per_second: u32, now: Instant) -> Pace {
+        Pace {
+            per_second: per_second.max(1) as f64,
+            tokens: 0.0,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        self.updated = now;
+    }
+
+    /// How many backlog records may go now, at most `want`.
+    fn take(&mut self, want: usize, now: Instant) -> usize {
+        self.refill(now);
+        let n = (self.tokens.floor() as usize).min(want);
+        self.tokens -= n as f64;
+        n
+    }
+
+    /// When the next token is due.
+    fn next_at(&self) -> Instant {
+        let missing = (1.0 - self.tokens).max(0.0);
+        self.updated + Duration::from_secs_f64(missing / self.per_second)
+    }
+}
+
+const UNSYNCED: &[u8] = b"\"clock_synced\":false";
+
+/// Rewrites `received_at` of a record taken while the clock was not yet
+/// synchronized, now that it is: the wall time now minus the boot-clock time
+/// elapsed since the outbox accepted it. `None` when nothing is to be done
+/// (already synced, clock still unsynced, or taken in an earlier boot).
+pub fn corrected_payload(
+    stored: &Stored,
+    now: &Stamp,
+    now_wall: SystemTime,
+    synced_now: bool,
+) -> Option<Vec<u8>> {
+    if !synced_now
+        || !stored
+            .payload
+            .windows(UNSYNCED.len())
+            .any(|w| w == UNSYNCED)
+    {
+        return None;
+    }
+    let elapsed = stored.stamp.elapsed_until(now)?;
+    let mut value: serde_json::Value = serde_json::from_slice(&stored.payload).ok()?;
+    let taken = now_wall.checked_sub(Duration::from_millis(elapsed))?;
+    value["received_at"] = serde_json::Value::String(crate::clock::rfc3339(taken));
+    value["time_corrected"] = serde_json::Value::Bool(true);
+    serde_json::to_vec(&value).ok()
 }
 
 impl Uplink {
     /// Runs until `shutdown` is cancelled, then waits briefly for
     /// outstanding acknowledgements and says "offline".
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let u = &self.upstream;
+        let u = self.upstream.clone();
         let status = status_topic(&u.topic_prefix, &self.site_id, &self.gateway_id);
         let mut options = MqttOptions::new(u.client_id.clone(), u.host.clone(), u.port);
         options
             .set_keep_alive(u.keep_alive)
             .set_clean_session(false)
             .set_inflight(u.inflight_window)
-            .set_max_packet_size(self.max_record_bytes + 1024, self.max_record_bytes + 1024)
+            .set_max_packet_size(self.max_record_bytes + 4096, self.max_record_bytes + 4096)
             .set_last_will(LastWill::new(
                 &status,
                 StatusMessage::new("offline", &self.gateway_id, &self.site_id).to_json(),
                 QoS::AtLeastOnce,
                 true,
             ));
-        if let (Some(user), Some(password)) = (&u.username, &u.password) {
-            options.set_credentials(user.clone(), password.clone());
-        } else if let Some(user) = &u.username {
-            options.set_credentials(user.clone(), "");
+        if let Some(user) = &u.username {
+            options.set_credentials(user.clone(), u.password.clone().unwrap_or_default());
         }
         let window = u.inflight_window as usize;
         let (client, mut eventloop) = AsyncClient::new(options, window * 2 + 8);
         let mut backoff = Backoff::new(u.reconnect_min, u.reconnect_max);
-        let mut inflight = Inflight {
-            cursor: self.lock().tail(),
-            ..Default::default()
-        };
+        let mut inflight = Inflight::default();
+        {
+            let outbox = self.lock();
+            inflight.restart(outbox.tail(), outbox.head());
+        }
+        let mut pace = Pace::new(u.backlog_per_second, Instant::now());
         let mut connected = false;
-        let mut stop_by: Option<tokio::time::Instant> = None;
+        let mut stop_by: Option<Instant> = None;
         let mut last_error: Option<String> = None;
+        let mut next_status = Instant::now() + STATUS_EVERY;
 
         loop {
             if connected && stop_by.is_none() {
-                self.fill(&client, &mut inflight, window);
+                self.fill(&client, &mut inflight, &mut pace, window);
             }
             if stop_by.is_some() && (!connected || inflight.len() == 0) {
                 break;
             }
-            let deadline =
-                stop_by.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let far = Instant::now() + Duration::from_secs(3600);
+            let deadline = stop_by.unwrap_or(far);
+            let pace_at = (connected && inflight.backlog_left() && inflight.len() < window)
+                .then(|| pace.next_at());
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -170,22 +277,24 @@ impl Uplink {
                         backoff.reset();
                         self.stats.uplink_connected.store(true, Relaxed);
                         self.stats.uplink_connects.fetch_add(1, Relaxed);
-                        let tail = self.lock().tail();
+                        let (tail, head, pending) = {
+                            let outbox = self.lock();
+                            (outbox.tail(), outbox.head(), outbox.pending())
+                        };
                         if !ack.session_present {
-                            let resend = inflight.cursor.saturating_sub(tail);
-                            self.stats.records_republished.fetch_add(resend, Relaxed);
-                            inflight.restart_from(tail);
+                            let in_flight = inflight.queued.iter().chain(inflight.by_pkid.values()).flatten().count();
+                            self.stats.records_republished.fetch_add(in_flight as u64, Relaxed);
+                            inflight.restart(tail, head);
                         }
-                        info!(message = "Connected to upstream broker.", host = %u.host, port = u.port, session_present = ack.session_present, backlog = self.lock().pending());
-                        let online = StatusMessage::new("online", &self.gateway_id, &self.site_id).to_json();
-                        if client.try_publish(&status, QoS::AtLeastOnce, true, online).is_ok() {
-                            inflight.queued.push_back(None);
-                        }
+                        info!(message = "Connected to upstream broker.", host = %u.host, port = u.port, session_present = ack.session_present, backlog = pending);
+                        self.publish_status(&client, &status, &mut inflight, "online");
+                        next_status = Instant::now() + STATUS_EVERY;
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => inflight.sent(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         if let Some(seq) = inflight.acked(ack.pkid) {
                             self.stats.records_acked.fetch_add(1, Relaxed);
+                            self.stats.last_ack_uptime_ms.store(crate::clock::uptime_ms(), Relaxed);
                             if let Err(e) = self.lock().ack(seq) {
                                 self.stats.buffer_errors.fetch_add(1, Relaxed);
                                 error!(message = "Could not release an acknowledged record.", error = %e, seq, stage = "buffer");
@@ -217,11 +326,16 @@ impl Uplink {
                 changed = self.appended.changed(), if stop_by.is_none() => {
                     if changed.is_err() {
                         // The writer is gone: nothing new will arrive.
-                        stop_by.get_or_insert_with(|| tokio::time::Instant::now() + STOP_GRACE);
+                        stop_by.get_or_insert_with(|| Instant::now() + STOP_GRACE);
                     }
                 }
+                _ = sleep_until(pace_at), if pace_at.is_some() => {}
+                _ = tokio::time::sleep_until(next_status), if connected && stop_by.is_none() => {
+                    self.publish_status(&client, &status, &mut inflight, "online");
+                    next_status = Instant::now() + STATUS_EVERY;
+                }
                 _ = shutdown.cancelled(), if stop_by.is_none() => {
-                    stop_by = Some(tokio::time::Instant::now() + STOP_GRACE);
+                    stop_by = Some(Instant::now() + STOP_GRACE);
                 }
                 _ = tokio::time::sleep_until(deadline), if stop_by.is_some() => break,
             }
@@ -248,41 +362,129 @@ impl Uplink {
         );
     }
 
-    /// Hands rumqttc the next records, keeping at most `window` in flight.
-    fn fill(&self, client: &AsyncClient, inflight: &mut Inflight, window: usize) {
+    /// The gateway's figures for the status topic.
+    pub fn health(&self) -> Health {
+        let (unacknowledged, oldest) = {
+            let outbox = self.lock();
+            (outbox.pending(), outbox.oldest_age_ms())
+        };
+        let last_ack = self.stats.last_ack_uptime_ms.load(Relaxed);
+        Health {
+            unacknowledged,
+            oldest_unacknowledged_seconds: oldest.map(|ms| ms / 1000),
+            last_ack_seconds: (last_ack > 0)
+                .then(|| crate::clock::uptime_ms().saturating_sub(last_ack) / 1000),
+            counters: self.stats.snapshot(),
+        }
+    }
+
+    fn publish_status(
+        &self,
+        client: &AsyncClient,
+        topic: &str,
+        inflight: &mut Inflight,
+        state: &str,
+    ) {
+        let mut message = StatusMessage::new(state, &self.gateway_id, &self.site_id);
+        message.health = Some(self.health());
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, true, message.to_json())
+            .is_ok()
+        {
+            inflight.queued.push_back(None);
+        }
+    }
+
+    /// Hands rumqttc the next records, keeping at most `window` in flight:
+    /// live records first, then as much backlog as the pace allows.
+    fn fill(&self, client: &AsyncClient, inflight: &mut Inflight, pace: &mut Pace, window: usize) {
+        let synced = crate::clock::is_synchronized();
+        let (now, now_wall) = (Stamp::now(), SystemTime::now());
         let room = window.saturating_sub(inflight.len());
         if room == 0 {
             return;
         }
-        let batch = match self.lock().read(inflight.cursor, room) {
+        let live = match self.lock().read(inflight.live_next, room) {
             Ok(batch) => batch,
-            Err(e) => {
-                self.stats.buffer_errors.fetch_add(1, Relaxed);
-                error!(message = "Could not read the buffer.", error = %e, stage = "buffer");
+            Err(e) => return self.read_failed(e),
+        };
+        let mut sent = 0;
+        for stored in live {
+            if !self.publish(client, &stored, synced, &now, now_wall) {
                 return;
             }
-        };
-        for stored in batch {
-            let topic = record_topic(
-                &self.upstream.topic_prefix,
-                &self.site_id,
-                &self.gateway_id,
-                &stored.device_id,
-            );
-            if client
-                .try_publish(topic, QoS::AtLeastOnce, false, stored.payload)
-                .is_err()
+            inflight.queued.push_back(Some(stored.seq));
+            inflight.live_next = stored.seq + 1;
+            sent += 1;
+        }
+        if !inflight.backlog_left() {
+            return;
+        }
+        let allowed = pace.take(room - sent, Instant::now());
+        if allowed == 0 {
+            return;
+        }
+        let backlog =
+            match self
+                .lock()
+                .read_range(inflight.backlog_next, inflight.backlog_end, allowed)
             {
-                return; // request channel full; try again after the next event
+                Ok(batch) => batch,
+                Err(e) => return self.read_failed(e),
+            };
+        let exhausted = backlog.len() < allowed;
+        for stored in backlog {
+            if !self.publish(client, &stored, synced, &now, now_wall) {
+                return;
             }
             inflight.queued.push_back(Some(stored.seq));
-            inflight.cursor = stored.seq + 1;
-            self.stats.records_published.fetch_add(1, Relaxed);
+            inflight.backlog_next = stored.seq + 1;
         }
+        if exhausted {
+            inflight.backlog_next = inflight.backlog_end; // the rest was acknowledged meanwhile
+        }
+    }
+
+    /// Publishes one record; `false` when rumqttc's request queue is full.
+    fn publish(
+        &self,
+        client: &AsyncClient,
+        stored: &Stored,
+        synced: bool,
+        now: &Stamp,
+        now_wall: SystemTime,
+    ) -> bool {
+        let topic = record_topic(
+            &self.upstream.topic_prefix,
+            &self.site_id,
+            &self.gateway_id,
+            &stored.device_id,
+        );
+        let payload = corrected_payload(stored, now, now_wall, synced)
+            .unwrap_or_else(|| stored.payload.clone());
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .is_err()
+        {
+            return false;
+        }
+        self.stats.records_published.fetch_add(1, Relaxed);
+        true
+    }
+
+    fn read_failed(&self, e: crate::outbox::OutboxError) {
+        self.stats.buffer_errors.fetch_add(1, Relaxed);
+        error!(message = "Could not read the buffer.", error = %e, stage = "buffer");
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
         self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
     }
 }
 
@@ -316,15 +518,79 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_session_restarts_from_the_tail() {
+    fn a_lost_session_makes_everything_unacknowledged_the_backlog() {
         let mut f = Inflight {
-            cursor: 50,
+            live_next: 50,
             ..Default::default()
         };
         f.queued.push_back(Some(49));
         f.by_pkid.insert(3, Some(48));
-        f.restart_from(40);
-        assert_eq!((f.cursor, f.len()), (40, 0));
+        f.restart(40, 55);
+        assert_eq!(
+            (f.backlog_next, f.backlog_end, f.live_next, f.len()),
+            (40, 55, 55, 0)
+        );
+        assert!(f.backlog_left());
+    }
+
+    #[test]
+    fn the_backlog_pace_allows_its_rate() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(10, t0);
+        assert_eq!(p.take(100, t0), 0, "starts empty: no burst at connect");
+        assert_eq!(p.take(100, t0 + Duration::from_millis(500)), 5);
+        assert_eq!(
+            p.take(100, t0 + Duration::from_secs(10)),
+            10,
+            "burst capped at one second's worth"
+        );
+        assert!(p.next_at() <= t0 + Duration::from_secs(10) + Duration::from_millis(100));
+    }
+
+    #[test]
+    fn times_taken_before_clock_sync_are_corrected_from_the_boot_clock() {
+        let boot = [7u8; 16];
+        let payload =
+            br#"{"seq":1,"received_at":"1970-01-01T00:00:05.000Z","clock_synced":false}"#.to_vec();
+        let stored = Stored {
+            seq: 1,
+            stamp: Stamp {
+                boot_id: boot,
+                uptime_ms: 5_000,
+            },
+            device_id: "d".into(),
+            payload,
+        };
+        let now = Stamp {
+            boot_id: boot,
+            uptime_ms: 65_000,
+        };
+        let wall = humantime::parse_rfc3339("2026-11-29T09:00:00Z").unwrap();
+        let fixed: serde_json::Value =
+            serde_json::from_slice(&corrected_payload(&stored, &now, wall, true).unwrap()).unwrap();
+        assert_eq!(fixed["received_at"], "2026-11-29T08:59:00.000Z");
+        assert_eq!(fixed["time_corrected"], true);
+        assert_eq!(
+            fixed["clock_synced"], false,
+            "it still says the clock was not synchronized then"
+        );
+        assert!(
+            corrected_payload(&stored, &now, wall, false).is_none(),
+            "not while still unsynced"
+        );
+        let other_boot = Stamp {
+            boot_id: [8; 16],
+            uptime_ms: 65_000,
+        };
+        assert!(
+            corrected_payload(&stored, &other_boot, wall, true).is_none(),
+            "not across a reboot"
+        );
+        let synced = Stored {
+            payload: br#"{"clock_synced":true}"#.to_vec(),
+            ..stored
+        };
+        assert!(corrected_payload(&synced, &now, wall, true).is_none());
     }
 
     #[test]

@@ -182,7 +182,7 @@ fn a_broken_profile_is_reported_with_its_own_file_and_line() {
         + 1;
     assert!(
         stderr.contains(&format!(
-            "grip-dynamometer-stx-etx.toml:{line}: unknown metric id \"strength.gripp\""
+            "grip-dynamometer-stx-etx.toml:{line}: metric: unknown metric id \"strength.gripp\""
         )),
         "{stderr}"
     );

@@ -58,6 +58,8 @@ fn disk_and_memory_stay_flat_over_millions_of_records() {
         max_record_bytes: 16 * 1024,
         full_policy: FullPolicy::DropOldest,
         cache_bytes: 8 << 20,
+        max_bytes: None,
+        max_age: None,
     };
     let mut outbox = Outbox::open(&path, options).unwrap();
     let origin = Origin {

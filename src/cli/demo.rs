@@ -149,6 +149,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             inflight_window: 100,
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(5),
+            backlog_per_second: 100,
         },
         buffer: Buffer {
             dir: buffer.path().join("outbox"),
@@ -156,6 +157,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             max_record_bytes: 16 * 1024,
             full_policy: FullPolicy::DropOldest,
             cache_bytes: 4 << 20,
+            max_bytes: None,
+            max_age: None,
+            flush_window: Duration::ZERO,
         },
         devices: devices.clone(),
     };

@@ -799,7 +799,7 @@ fn validate_field(
                         .unwrap_or_default();
                     push(
                         at("metric"),
-                        format!("unknown metric id \"{m}\""),
+                        format!("metric: unknown metric id \"{m}\""),
                         &format!("{hint}use an id from metrics.toml"),
                     );
                 }

@@ -186,6 +186,8 @@ pub fn open_buffer(dir: &Path) -> fitedge::outbox::Outbox {
         max_record_bytes: 16 * 1024,
         full_policy: fitedge::config::FullPolicy::DropOldest,
         cache_bytes: 1 << 20,
+        max_bytes: None,
+        max_age: None,
     };
     fitedge::outbox::Outbox::open(&dir.join("buffer"), options).expect("the gateway's buffer opens")
 }
