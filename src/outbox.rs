@@ -365,7 +365,7 @@ impl Outbox {
                 .read_slot_with(meta, meta.tail)?
                 .stamp
                 .elapsed_until(now);
-            if !age.is_some_and(|ms| ms > max_age.as_millis() as u64) {
+            if age.is_none_or(|ms| ms <= max_age.as_millis() as u64) {
                 break;
             }
             drop_oldest(meta, acked);

@@ -17,7 +17,7 @@ fn catalogue() -> Vec<Profile> {
 #[test]
 fn every_profile_passes_its_own_tests_including_a_bad_frame() {
     let profiles = catalogue();
-    assert!(profiles.len() >= 2);
+    assert!(profiles.len() >= 24, "{} profiles", profiles.len());
     for p in &profiles {
         let outcomes = p.run_tests();
         assert!(
@@ -42,6 +42,56 @@ fn every_profile_passes_its_own_tests_including_a_bad_frame() {
                 o.failure
             );
         }
+    }
+}
+
+/// Every physique-test item of the vocabulary has an instrument profile,
+/// and every profile says in its header what framing it assumes.
+#[test]
+fn the_catalogue_covers_every_physique_test_item() {
+    let profiles = catalogue();
+    let covered: std::collections::BTreeSet<&str> = profiles
+        .iter()
+        .flat_map(|p| p.fields.iter().filter_map(|f| f.metric.as_deref()))
+        .collect();
+    let items = fitedge::vocabulary::Vocabulary::get().ids().filter(|id| {
+        [
+            "body.height",
+            "body.sitting_height",
+            "body.weight",
+            "body.fat_pct",
+            "body.waist_circumference",
+            "body.hip_circumference",
+            "vital.bp_systolic",
+            "vital.bp_diastolic",
+        ]
+        .contains(id)
+            || [
+                "lung.",
+                "strength.grip",
+                "flex.",
+                "power.",
+                "endurance.",
+                "balance.",
+                "neuro.",
+                "cardio.",
+                "run.",
+            ]
+            .iter()
+            .any(|p| id.starts_with(p))
+    });
+    let missing: Vec<&str> = items.filter(|id| !covered.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "physique items without a profile: {missing:?}"
+    );
+    for p in &profiles {
+        let text = std::fs::read_to_string(&p.path).unwrap();
+        assert!(
+            text.starts_with("# ") && text.to_lowercase().contains("framing"),
+            "{}: header comment must say which framing is assumed",
+            p.id
+        );
     }
 }
 

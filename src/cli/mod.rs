@@ -369,6 +369,7 @@ fn decode(args: DecodeArgs) -> ExitCode {
                     "profile": profile.id,
                     "values": m.values,
                     "subject_ref": m.subject_ref,
+                    "absent": m.absent,
                     "device_time": m.device_time,
                     "attributes": m.attributes,
                 });

@@ -50,8 +50,12 @@ pub enum DecodeSpec {
         require: BTreeMap<String, String>,
     },
     /// A Modbus RTU read response (FC 03/04); fields by `register`, counted
-    /// from the first register requested.
-    Modbus,
+    /// from the first register requested. With `slave`, replies from other
+    /// slaves on the bus are not for this profile.
+    Modbus {
+        #[serde(default)]
+        slave: Option<u8>,
+    },
 }
 
 fn default_pair_separator() -> String {
@@ -316,7 +320,7 @@ enum Raw {
 fn text(payload: &[u8]) -> Result<&str, DecodeError> {
     let text = std::str::from_utf8(payload)
         .map_err(|_| DecodeError::NotText)?
-        .trim();
+        .trim_matches(|c: char| c.is_whitespace() || c.is_control());
     if text.is_empty() {
         Err(DecodeError::Empty)
     } else {
@@ -331,8 +335,10 @@ fn parse<'a>(spec: &DecodeSpec, payload: &'a [u8]) -> Result<Parsed<'a>, DecodeE
             separator,
         } => {
             let mut map = BTreeMap::new();
+            // Lines of a multi-line record separate pairs too.
             for pair in text(payload)?
-                .split(pair_separator.as_str())
+                .lines()
+                .flat_map(|line| line.split(pair_separator.as_str()))
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
             {
@@ -396,7 +402,17 @@ fn parse<'a>(spec: &DecodeSpec, payload: &'a [u8]) -> Result<Parsed<'a>, DecodeE
             }
             Parsed::Json(value)
         }
-        DecodeSpec::Modbus => Parsed::Registers(modbus_registers(payload)?),
+        DecodeSpec::Modbus { slave } => {
+            if let (Some(want), Some(got)) = (slave, payload.first()) {
+                if want != got {
+                    return Err(DecodeError::TagMismatch {
+                        expected: format!("slave {want}"),
+                        found: format!("slave {got}"),
+                    });
+                }
+            }
+            Parsed::Registers(modbus_registers(payload)?)
+        }
     })
 }
 
@@ -563,7 +579,16 @@ pub fn decode(
             (Role::Metric, Raw::Absent) => m.absent.extend(field.metric.clone()),
             (_, Raw::Absent) => {}
             (Role::Metric, raw) => m.values.push(reading(field, raw)?),
-            (Role::Subject, raw) => m.subject_ref = Some(subject(field, raw_text(raw), ctx)?),
+            (Role::Subject, raw) => {
+                let text = match (raw, field.kind, field.length) {
+                    // A BCD id keeps its leading zeros.
+                    (Raw::Number(n), Some(BinType::Bcd), Some(len)) => {
+                        format!("{:0width$}", n as u64, width = len * 2)
+                    }
+                    (raw, _, _) => raw_text(raw),
+                };
+                m.subject_ref = Some(subject(field, text, ctx)?);
+            }
             (Role::DeviceTime, raw) => m.device_time = Some(device_time(field, raw)?),
             (Role::Attribute, raw) => {
                 let name = field
@@ -574,12 +599,7 @@ pub fn decode(
                 let text = raw_text(raw);
                 let value = match field.map.get(&text) {
                     Some(label) => serde_json::Value::String(label.clone()),
-                    None => text
-                        .parse::<f64>()
-                        .ok()
-                        .and_then(serde_json::Number::from_f64)
-                        .map(serde_json::Value::Number)
-                        .unwrap_or(serde_json::Value::String(text)),
+                    None => attribute_value(text),
                 };
                 m.attributes.insert(name, value);
             }
@@ -606,10 +626,7 @@ fn reading(field: &FieldSpec, raw: Raw) -> Result<Reading, DecodeError> {
         })?;
     let source = match raw {
         Raw::Number(n) => n,
-        Raw::Text(text) => text
-            .trim_start_matches('+')
-            .parse::<f64>()
-            .ok()
+        Raw::Text(text) => parse_number(&text, field.format.as_deref())
             .filter(|v| v.is_finite())
             .ok_or(DecodeError::BadNumber {
                 field: field.label(),
@@ -644,7 +661,43 @@ fn round(v: f64) -> f64 {
     }
 }
 
-fn subject(field: &FieldSpec, text: String, ctx: &DecodeContext) -> Result<String, DecodeError> {
+/// A number as instruments print it; with `format = "minutes_seconds"`,
+/// times such as `3:45.2`, `3'45"2` or `3'45.2` become seconds.
+fn parse_number(text: &str, format: Option<&str>) -> Option<f64> {
+    let text = text.trim().trim_start_matches('+');
+    if format != Some("minutes_seconds") {
+        return text.parse().ok();
+    }
+    let (minutes, rest) = text.split_once([':', '\''])?;
+    let rest = rest.trim_end_matches('"');
+    let seconds = match rest.split_once('"') {
+        Some((s, fraction)) => format!("{s}.{fraction}"),
+        None => rest.to_string(),
+    };
+    let (minutes, seconds): (u32, f64) = (minutes.parse().ok()?, seconds.parse().ok()?);
+    (seconds < 60.0).then_some(minutes as f64 * 60.0 + seconds)
+}
+
+/// An attribute's JSON value: an integer, a number, or the text.
+fn attribute_value(text: String) -> serde_json::Value {
+    if let Ok(i) = text.parse::<i64>() {
+        return serde_json::Value::from(i);
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map(serde_json::Value::Number)
+        .unwrap_or(serde_json::Value::String(text))
+}
+
+fn subject(
+    field: &FieldSpec,
+    mut text: String,
+    ctx: &DecodeContext,
+) -> Result<String, DecodeError> {
+    if field.check == Some(SubjectCheck::CnResidentId) {
+        text = text.to_ascii_uppercase(); // one person, one id: 'x' and 'X' alike
+    }
     if let Some(check) = field.check {
         let ok = match check {
             SubjectCheck::CnResidentId => cn_resident_id_valid(&text),
@@ -1005,6 +1058,82 @@ mod tests {
         .unwrap()
         .values
         .is_empty());
+    }
+
+    #[test]
+    fn race_times_in_minutes_and_seconds() {
+        let f = "index = 2\nmetric = \"run.time_800m\"\nformat = \"minutes_seconds\"";
+        for (text, seconds) in [
+            ("3:45.2", 225.2),
+            ("3'45\"2", 225.2),
+            ("3'45.2", 225.2),
+            ("4:05", 245.0),
+        ] {
+            let m = run(
+                "type = \"csv\"",
+                &[f],
+                format!("$T800,S1,{text}").as_bytes(),
+            )
+            .unwrap();
+            assert!(
+                (value(&m, "run.time_800m") - seconds).abs() < 1e-9,
+                "{text}"
+            );
+        }
+        assert!(matches!(
+            run("type = \"csv\"", &[f], b"$T800,S1,3:75.0"),
+            Err(DecodeError::BadNumber { .. })
+        ));
+    }
+
+    #[test]
+    fn modbus_replies_from_other_slaves_are_not_ours() {
+        let f = "register = 0\nmetric = \"strength.load\"\nscale = 0.1";
+        let err = run(
+            "type = \"modbus\"\nslave = 2",
+            &[f],
+            &parse_hex("01030400FA000CDA07").unwrap(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecodeError::TagMismatch { .. }) && !err.is_corrupt());
+    }
+
+    #[test]
+    fn multi_line_key_value_records_and_integer_attributes() {
+        let m = run(
+            KV,
+            &[
+                "key = \"hei\"\nmetric = \"body.height\"",
+                "key = \"n\"\nrole = \"attribute\"",
+            ],
+            b"hei=172\nn=3;over",
+        )
+        .unwrap();
+        assert_eq!(value(&m, "body.height"), 172.0);
+        assert_eq!(m.attributes["n"], serde_json::json!(3));
+    }
+
+    #[test]
+    fn bcd_subjects_keep_leading_zeros_and_ids_are_case_blind() {
+        let f = "offset = 0\ntype = \"bcd\"\nlength = 4\nrole = \"subject\"";
+        let m = run(
+            "type = \"binary\"",
+            &[
+                f,
+                "offset = 4\ntype = \"u8\"\nmetric = \"endurance.rope_skip_1min\"",
+            ],
+            &[0, 0, 1, 7, 99],
+        )
+        .unwrap();
+        assert_eq!(m.subject_ref.as_deref(), Some("00000107"));
+        let id = "key = \"ID\"\nrole = \"subject\"\ncheck = \"cn_resident_id\"\nhash = \"sha256\"";
+        let lower = run(KV, &[id], b"ID=11010519491231002x")
+            .unwrap()
+            .subject_ref;
+        let upper = run(KV, &[id], b"ID=11010519491231002X")
+            .unwrap()
+            .subject_ref;
+        assert_eq!(lower, upper);
     }
 
     #[test]

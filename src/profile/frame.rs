@@ -230,6 +230,8 @@ pub enum FrameError {
     Truncated,
     #[error("CSAFE stuffing byte 0xF3 followed by 0x{0:02X}, expected 0x00..0x03")]
     BadStuffing(u8),
+    #[error("our own request echoed back by the line (2-wire RS-485); skipped")]
+    Echo,
 }
 
 /// A framing outcome with the raw bytes it covers.
@@ -263,6 +265,8 @@ pub struct Framer {
     record: Vec<u8>,
     /// Line framing: skipping input until the next delimiter.
     discarding: bool,
+    /// Line framing: lines that are whole replies of their own ("measing").
+    ignore: Vec<String>,
 }
 
 impl Framer {
@@ -272,7 +276,15 @@ impl Framer {
             buf: Vec::new(),
             record: Vec::new(),
             discarding: false,
+            ignore: Vec::new(),
         }
+    }
+
+    /// Lines equal to one of `ignore` are passed on as frames of their own
+    /// instead of joining a record (see `end_token`).
+    pub fn ignoring(mut self, ignore: &[String]) -> Framer {
+        self.ignore = ignore.to_vec();
+        self
     }
 
     /// Feeds bytes; returns every frame (or framing error) they complete.
@@ -374,7 +386,13 @@ impl Framer {
         if std::mem::take(&mut self.discarding) {
             return;
         }
-        let body = trim_cr(&raw[..body_len]);
+        let mut body = trim_cr(&raw[..body_len]);
+        if *delimiter == Delimiter::Cr {
+            body = body.strip_prefix(b"\n").unwrap_or(body); // the LF of a CR LF
+            if body.is_empty() && self.record.is_empty() {
+                return;
+            }
+        }
         if body.is_empty()
             && self.record.is_empty()
             && matches!(delimiter, Delimiter::Any | Delimiter::Lf | Delimiter::Crlf)
@@ -383,6 +401,15 @@ impl Framer {
         }
         match end_token {
             None => out.push(line_frame(raw.clone(), body.to_vec(), checksum)),
+            // A "not ready" reply stands alone, never inside a record.
+            Some(_)
+                if self
+                    .ignore
+                    .iter()
+                    .any(|i| i.as_bytes() == body.trim_ascii()) =>
+            {
+                out.push(Framed::ok(raw.clone(), body.to_vec()));
+            }
             Some(token) => {
                 if !self.record.is_empty() {
                     self.record.push(b'\n');
@@ -715,15 +742,39 @@ fn modbus_step(buf: &[u8]) -> Step {
     if buf.len() < 3 {
         return Step::NeedMore;
     }
-    let function = buf[1];
-    let length = match function {
-        0x01..=0x04 => 3 + buf[2] as usize + 2,
+    let crc_ok = |frame: &[u8]| {
+        let (body, crc) = frame.split_at(frame.len() - 2);
+        ChecksumKind::Crc16Modbus.compute(body).to_le_bytes() == crc
+    };
+    // A read request echoed back by a 2-wire RS-485 adapter: skip it whole,
+    // or its bytes would be taken for the start of a reply.
+    let echo = buf.len() >= 8 && (0x01..=0x04).contains(&buf[1]) && crc_ok(&buf[..8]);
+    let echoed = || Step::Frame {
+        consumed: 8,
+        framed: Framed::err(buf[..8].to_vec(), FrameError::Echo),
+    };
+    let length = match buf[1] {
+        0x01..=0x04 if buf[2] as usize <= 250 => 3 + buf[2] as usize + 2,
         0x05 | 0x06 | 0x0F | 0x10 => 8,
         f if f & 0x80 != 0 && (f & 0x7F) <= 0x10 => 5,
+        _ if echo => return echoed(),
         _ => return Step::Skip(1),
     };
     if buf.len() < length {
-        return Step::NeedMore;
+        return if echo { echoed() } else { Step::NeedMore };
+    }
+    if crc_ok(&buf[..length]) {
+        let raw = buf[..length].to_vec();
+        return Step::Frame {
+            consumed: length,
+            framed: Framed::ok(raw.clone(), raw),
+        };
+    }
+    if echo {
+        return echoed();
+    }
+    if buf.len() < 8 && (0x01..=0x04).contains(&buf[1]) {
+        return Step::NeedMore; // may still turn out to be an echoed request
     }
     let checksum = BinaryChecksum {
         kind: ChecksumKind::Crc16Modbus,
@@ -1047,6 +1098,39 @@ mod tests {
         assert_eq!(oks(&frames), [h("01030400FA000CDA07"), h("018302C0F1")]);
         let frames = Framer::new(&s).push(&h("FF 01030400FA000CDA08 01030400FA000CDA07"));
         assert_eq!(oks(&frames), [h("01030400FA000CDA07")]);
+    }
+
+    #[test]
+    fn an_echoed_modbus_request_does_not_swallow_the_replies() {
+        let frames = all_chunkings(
+            &FrameSpec::ModbusRtu,
+            &h("010300000002C40B 01030400FA000CDA07 010300000002C40B 01030400FA000CDA07"),
+        );
+        assert_eq!(
+            oks(&frames),
+            [h("01030400FA000CDA07"), h("01030400FA000CDA07")]
+        );
+        assert!(frames
+            .iter()
+            .all(|f| f.result.is_ok() || f.result == Err(FrameError::Echo)));
+    }
+
+    #[test]
+    fn not_ready_lines_stand_alone_beside_end_token_records() {
+        let s = spec("[frame]\ntype = \"line\"\ndelimiter = \"lf\"\nend_token = \"over\"\n");
+        let mut f = Framer::new(&s).ignoring(&["measing".to_string()]);
+        assert_eq!(
+            texts(&f.push(b"measing\nhei=172;\nwei=65.4;over\n")),
+            ["measing", "hei=172;\nwei=65.4;over"]
+        );
+    }
+
+    #[test]
+    fn cr_delimited_lines_tolerate_crlf() {
+        let s = spec("[frame]\ntype = \"line\"\ndelimiter = \"cr\"\n");
+        let frames = Framer::new(&s).push(b"A=1\r\nB=2\r\n");
+        assert_eq!(texts(&frames), ["A=1", "B=2"]);
+        assert_eq!(frames.len(), 2);
     }
 
     #[test]

@@ -329,7 +329,7 @@ impl Profile {
                     let want = match want {
                         toml::Value::String(s) => s.clone(),
                         toml::Value::Float(f) => serde_json::json!(f).to_string(),
-                        toml::Value::Integer(i) => serde_json::json!(*i as f64).to_string(),
+                        toml::Value::Integer(i) => i.to_string(),
                         other => other.to_string(),
                     };
                     if got.as_deref() != Some(want.as_str()) {
@@ -392,7 +392,7 @@ pub struct DeviceDecoder {
 impl DeviceDecoder {
     pub fn new(profile: &Profile, ctx: DecodeContext) -> DeviceDecoder {
         DeviceDecoder {
-            framer: Framer::new(&profile.frame),
+            framer: Framer::new(&profile.frame).ignoring(&profile.ignore),
             decode: profile.decode.clone(),
             fields: profile.fields.clone(),
             ignore: profile.ignore.clone(),
@@ -415,9 +415,9 @@ impl DeviceDecoder {
     fn decode_framed(&self, framed: frame::Framed) -> Result<Measurement, FrameFailure> {
         let payload = framed.result.map_err(|e| FrameFailure {
             raw: framed.raw.clone(),
+            ignored: e == FrameError::Echo,
+            corrupt: e != FrameError::Echo,
             error: e.to_string(),
-            corrupt: true,
-            ignored: false,
         })?;
         let text = String::from_utf8_lossy(&payload);
         if self.ignore.iter().any(|i| text.trim() == i) {
@@ -683,7 +683,7 @@ fn validate_decode(
             | FrameSpec::Csafe { .. }
     );
     match decode {
-        DecodeSpec::Modbus if !matches!(frame, FrameSpec::ModbusRtu) => {
+        DecodeSpec::Modbus { .. } if !matches!(frame, FrameSpec::ModbusRtu) => {
             problems.push(src.problem(
                 Some(span),
                 "decode type \"modbus\" needs frame type \"modbus_rtu\"",
@@ -759,7 +759,7 @@ fn validate_field(
             }
             _ => push(Some(span.clone()), format!("{label}: binary fields need offset and type"), "set offset = N and type = \"u8\" | \"i16\" | \"u16\" | ... (see docs/device-profiles.md)"),
         },
-        DecodeSpec::Modbus => match f.register {
+        DecodeSpec::Modbus { .. } => match f.register {
             None => push(Some(span.clone()), "field has no register".into(), "modbus payloads need register = N (0 = the first register requested)"),
             Some(r) => {
                 let words = f.kind.and_then(binary::BinType::size).unwrap_or(2).div_ceil(2);
@@ -785,6 +785,14 @@ fn validate_field(
         }
     }
     match f.role {
+        Role::Metric if f.format.as_deref().is_some_and(|f| f != "minutes_seconds") => push(
+            at("format"),
+            format!(
+                "{label}: format {:?} applies to device_time fields",
+                f.format.as_deref().unwrap_or_default()
+            ),
+            "for a metric, only format = \"minutes_seconds\" (3:45.2 -> 225.2 s) is known",
+        ),
         Role::Metric => match f.metric.as_deref() {
             None => push(
                 Some(span.clone()),
