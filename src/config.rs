@@ -44,6 +44,9 @@ pub struct Upstream {
     pub reconnect_max: Duration,
     /// Backlog records published per second at most, beside live ones.
     pub backlog_per_second: u32,
+    /// Connected with records waiting but no PUBACK for this long: the
+    /// gateway counts as stalled and stops feeding systemd's watchdog.
+    pub stall: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +180,12 @@ struct RawUpstream {
     reconnect_max_seconds: Spanned<u64>,
     #[serde(default = "default_backlog_rate")]
     backlog_per_second: Spanned<u32>,
+    #[serde(default = "default_stall")]
+    stall_seconds: Spanned<u64>,
+}
+
+fn default_stall() -> Spanned<u64> {
+    Spanned::new(0..0, 300)
 }
 
 fn default_backlog_rate() -> Spanned<u32> {
@@ -395,6 +404,13 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
             "set 0 < reconnect_min_ms <= reconnect_max_seconds * 1000",
         ));
     }
+    if *up.stall_seconds.get_ref() < 5 {
+        problems.push(src.problem(
+            span(&up.stall_seconds),
+            format!("stall_seconds = {} is under 5", up.stall_seconds.get_ref()),
+            "a broker may take a few seconds to acknowledge; 300 is the default",
+        ));
+    }
     if *up.backlog_per_second.get_ref() == 0 {
         problems.push(src.problem(
             span(&up.backlog_per_second),
@@ -594,6 +610,7 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
             reconnect_min: Duration::from_millis(min_ms),
             reconnect_max: Duration::from_secs(max_s),
             backlog_per_second: up.backlog_per_second.into_inner(),
+            stall: Duration::from_secs(*up.stall_seconds.get_ref()),
         },
         buffer: Buffer {
             dir: resolve(base, b.dir.get_ref()),

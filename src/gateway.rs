@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::config::{Config, DeviceTransport};
 use crate::outbox::{Outbox, OutboxError, OutboxOptions};
@@ -70,7 +70,10 @@ pub async fn run(
         tokio::task::spawn_blocking(move || Outbox::open_or_recover(&dir, options))
             .await
             .map_err(|e| GatewayError::Task(e.to_string()))??;
-    if let Some(aside) = moved_aside {
+    if let Some(aside) = &moved_aside {
+        if let Ok(mut m) = stats.buffer_moved_aside.lock() {
+            *m = Some(aside.display().to_string());
+        }
         error!(message = "Started with an empty buffer; the unreadable one is kept for inspection.", moved_to = %aside.display(), stage = "buffer");
     }
     info!(
@@ -128,12 +131,21 @@ pub async fn run(
     }
     drop(records_tx);
 
-    let writer = tokio::spawn(write_records(
-        records_rx,
-        outbox.clone(),
-        head_tx,
-        stats.clone(),
-    ));
+    let writer_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let done = writer_done.clone();
+        let task = write_records(
+            records_rx,
+            outbox.clone(),
+            head_tx,
+            stats.clone(),
+            config.buffer.flush_window,
+        );
+        tokio::spawn(async move {
+            task.await;
+            done.store(true, Relaxed);
+        })
+    };
     let uplink = Uplink {
         upstream: config.upstream.clone(),
         gateway_id: config.gateway_id.clone(),
@@ -154,12 +166,24 @@ pub async fn run(
         handle.reload.clone(),
         stats.clone(),
     ));
+    let watchdog = {
+        let writer_done = writer_done.clone();
+        tokio::spawn(feed_watchdog(
+            stats.clone(),
+            outbox.clone(),
+            move || !writer_done.load(Relaxed),
+            config.upstream.stall,
+        ))
+    };
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     info!(message = "Gateway running.", gateway = %config.gateway_id, devices = config.devices.len());
 
     shutdown.await;
     info!(message = "Stopping: closing sources, syncing the buffer, draining the uplink.");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop_sources.cancel();
     reloader.abort();
+    watchdog.abort();
     while sources.join_next().await.is_some() {}
     if let Err(e) = writer.await {
         error!(message = "Writer task failed.", error = %e);
@@ -220,55 +244,176 @@ async fn reload_profiles(
     }
 }
 
-/// The writer: takes records from the sources in batches and makes each
-/// batch durable before announcing the new head to the uplink.
+/// The writer: takes records from the sources in batches (gathering for up
+/// to `flush_window`) and makes each batch durable before announcing the new
+/// head to the uplink. A failed write (a full or failing disk) is retried
+/// with the batch kept in memory; meanwhile the bounded channel holds the
+/// sources back, so nothing accepted is ever lost.
 async fn write_records(
     mut rx: mpsc::Receiver<Record>,
     outbox: Arc<Mutex<Outbox>>,
     head: watch::Sender<u64>,
     stats: Arc<Stats>,
+    flush_window: std::time::Duration,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        let mut records = std::mem::take(&mut batch);
-        let outbox = outbox.clone();
+        if !flush_window.is_zero() {
+            let until = tokio::time::Instant::now() + flush_window;
+            while batch.len() < WRITE_BATCH {
+                let room = WRITE_BATCH - batch.len();
+                match tokio::time::timeout_at(until, rx.recv_many(&mut batch, room)).await {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+        let records = std::mem::take(&mut batch);
+        if !store(records, &outbox, &head, &stats, &rx).await {
+            return;
+        }
+    }
+}
+
+/// Appends one batch, retrying while the disk refuses it. `false` when the
+/// gateway is stopping and the batch could not be stored.
+async fn store(
+    records: Vec<Record>,
+    outbox: &Arc<Mutex<Outbox>>,
+    head: &watch::Sender<u64>,
+    stats: &Stats,
+    rx: &mpsc::Receiver<Record>,
+) -> bool {
+    let mut backoff = crate::source::Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(5),
+    );
+    let mut last_error = String::new();
+    let mut failures = 0;
+    loop {
+        let shared = outbox.clone();
+        let mut attempt = records.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut outbox = outbox.lock().unwrap_or_else(|p| p.into_inner());
+            let mut outbox = shared.lock().unwrap_or_else(|p| p.into_inner());
             outbox
-                .append(&mut records)
+                .append(&mut attempt)
                 .map(|outcome| (outcome, outbox.head()))
         })
         .await;
-        match result {
+        let error = match result {
             Ok(Ok((outcome, new_head))) => {
-                stats
-                    .records_accepted
-                    .fetch_add(outcome.accepted.len() as u64, Relaxed);
-                if outcome.refused > 0 {
-                    stats.records_refused.fetch_add(outcome.refused, Relaxed);
-                    warn!(
-                        message = "Buffer full; new records refused.",
-                        refused = outcome.refused,
-                        stage = "buffer"
-                    );
-                }
-                if outcome.dropped_oldest > 0 {
-                    stats
-                        .records_dropped_oldest
-                        .fetch_add(outcome.dropped_oldest, Relaxed);
-                    warn!(
-                        message = "Buffer full; oldest unsent records dropped.",
-                        dropped = outcome.dropped_oldest,
+                report(&outcome, stats);
+                if failures > 0 {
+                    info!(
+                        message = "Buffer writable again.",
+                        after_failures = failures,
                         stage = "buffer"
                     );
                 }
                 head.send_replace(new_head);
+                return true;
             }
-            Ok(Err(e)) => {
-                stats.buffer_errors.fetch_add(1, Relaxed);
-                error!(message = "Could not store records; they are lost.", error = %e, stage = "buffer");
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let reopened = {
+            let outbox = outbox.clone();
+            tokio::task::spawn_blocking(move || {
+                outbox.lock().unwrap_or_else(|p| p.into_inner()).reopen()
+            })
+            .await
+        };
+        if let Ok(Err(e)) = reopened {
+            debug!(message = "Reopening the buffer failed; will retry.", error = %e, stage = "buffer");
+        }
+        failures += 1;
+        stats.buffer_errors.fetch_add(1, Relaxed);
+        if error != last_error {
+            error!(message = "Could not store records; holding them and retrying.", error = %error, records = records.len(), stage = "buffer");
+            last_error = error;
+        }
+        if rx.is_closed() && failures >= 5 {
+            error!(
+                message = "Stopping with records that could not be stored; they are lost.",
+                records = records.len(),
+                stage = "buffer"
+            );
+            return false;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+fn report(outcome: &crate::outbox::AppendOutcome, stats: &Stats) {
+    stats
+        .records_accepted
+        .fetch_add(outcome.accepted.len() as u64, Relaxed);
+    if outcome.refused > 0 {
+        stats.records_refused.fetch_add(outcome.refused, Relaxed);
+        warn!(
+            message = "Buffer full; new records refused.",
+            refused = outcome.refused,
+            stage = "buffer"
+        );
+    }
+    if outcome.dropped_oldest > 0 {
+        stats
+            .records_dropped_oldest
+            .fetch_add(outcome.dropped_oldest, Relaxed);
+        warn!(
+            message = "Buffer full; oldest unsent records dropped.",
+            dropped = outcome.dropped_oldest,
+            stage = "buffer"
+        );
+    }
+    if outcome.expired > 0 {
+        stats.records_expired.fetch_add(outcome.expired, Relaxed);
+        warn!(
+            message = "Unsent records past buffer.max_age_hours dropped.",
+            expired = outcome.expired,
+            stage = "buffer"
+        );
+    }
+}
+
+/// Tells systemd the gateway is alive, while it is: the writer runs and the
+/// uplink is not stalled (connected, records waiting, yet no PUBACK for
+/// `stall`). A stalled gateway stops feeding the watchdog and is restarted.
+async fn feed_watchdog(
+    stats: Arc<Stats>,
+    outbox: Arc<Mutex<Outbox>>,
+    writer_alive: impl Fn() -> bool,
+    stall: std::time::Duration,
+) {
+    let Some(period) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(period / 2);
+    let mut stalled = false;
+    loop {
+        tick.tick().await;
+        let now = crate::clock::uptime_ms();
+        let pending = outbox.lock().unwrap_or_else(|p| p.into_inner()).pending();
+        let last_ack = stats.last_ack_uptime_ms.load(Relaxed);
+        let since_progress =
+            now.saturating_sub(last_ack.max(stats.uplink_connected_since_ms.load(Relaxed)));
+        let stuck = stats.uplink_connected.load(Relaxed)
+            && pending > 0
+            && since_progress > stall.as_millis() as u64;
+        if stuck != stalled {
+            stalled = stuck;
+            if stuck {
+                error!(
+                    message =
+                        "Uplink connected but no PUBACK; letting the watchdog restart the gateway.",
+                    unacknowledged = pending,
+                    seconds = since_progress / 1000,
+                    stage = "uplink"
+                );
             }
-            Err(e) => error!(message = "Buffer write task failed.", error = %e, stage = "buffer"),
+        }
+        if !stuck && writer_alive() {
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
     }
 }

@@ -170,6 +170,9 @@ pub struct Outbox {
     /// Acknowledged records at or after `tail` (PUBACKs may arrive out of order).
     acked: BTreeSet<u64>,
     options: OutboxOptions,
+    /// The database handle was released for a rebuild that has not finished:
+    /// nothing may be written or read until `reopen` succeeds.
+    unusable: bool,
 }
 
 fn slot_key(seq: u64, capacity: u64) -> [u8; 8] {
@@ -241,6 +244,7 @@ impl Outbox {
             meta,
             acked: BTreeSet::new(),
             options,
+            unusable: false,
         };
         outbox.write_meta()?;
         outbox.sync()?;
@@ -254,6 +258,15 @@ impl Outbox {
         dir: &Path,
         options: OutboxOptions,
     ) -> Result<(Outbox, Option<PathBuf>), OutboxError> {
+        // A rebuild interrupted between its two renames left the old copy.
+        let old = sibling(dir, "old");
+        if !dir.exists() && old.exists() {
+            warn!(message = "Restoring the buffer from an interrupted rebuild.", from = %old.display(), stage = "buffer");
+            std::fs::rename(&old, dir).map_err(|source| OutboxError::Sync {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
         match Outbox::open(dir, options.clone()) {
             Ok(outbox) => Ok((outbox, None)),
             Err(e @ (OutboxError::NewerFormat { .. } | OutboxError::Sync { .. })) => Err(e),
@@ -281,6 +294,7 @@ impl Outbox {
     /// Appends records durably, giving each its sequence number (`record.seq`).
     /// On return every accepted record survives a crash or power cut.
     pub fn append(&mut self, records: &mut [Record]) -> Result<AppendOutcome, OutboxError> {
+        self.usable()?;
         let mut meta = self.meta;
         let mut acked = self.acked.clone();
         let mut outcome = AppendOutcome::default();
@@ -345,6 +359,86 @@ impl Outbox {
         Ok(outcome)
     }
 
+    /// Rebuilds the database after a write failed. sled refuses every write
+    /// after an I/O error such as a full disk, and a log with a failed write
+    /// in it does not reliably keep what is written after it, so the
+    /// recovered contents are copied into a fresh database that replaces the
+    /// old one. Needs free space for the copy; the caller retries until then.
+    /// What this process knows beyond the disk (acknowledgements) is kept.
+    pub fn reopen(&mut self) -> Result<(), OutboxError> {
+        let sled_err = |source| OutboxError::Sled {
+            path: self.path.clone(),
+            source,
+        };
+        let io_err = |source| OutboxError::Sync {
+            path: self.path.clone(),
+            source,
+        };
+        // Release the broken handle (and its file lock) first.
+        self.db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(sled_err)?;
+        self.unusable = true;
+        let rebuild = sibling(&self.path, "rebuild");
+        let old = sibling(&self.path, "old");
+        if rebuild.exists() {
+            std::fs::remove_dir_all(&rebuild).map_err(io_err)?;
+        }
+        {
+            let recovered = sled::Config::new()
+                .path(&self.path)
+                .cache_capacity(self.options.cache_bytes)
+                .open()
+                .map_err(sled_err)?;
+            let copy = sled::Config::new()
+                .path(&rebuild)
+                .cache_capacity(self.options.cache_bytes)
+                .open()
+                .map_err(sled_err)?;
+            for item in recovered.iter() {
+                let (key, value) = item.map_err(sled_err)?;
+                copy.insert(key, value).map_err(sled_err)?;
+            }
+            copy.flush().map_err(sled_err)?;
+            File::open(rebuild.join("db"))
+                .and_then(|f| f.sync_all())
+                .map_err(io_err)?;
+        }
+        std::fs::rename(&self.path, &old).map_err(io_err)?;
+        std::fs::rename(&rebuild, &self.path).map_err(io_err)?;
+        if let Some(parent) = self.path.parent() {
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err)?;
+        }
+        let _ = std::fs::remove_dir_all(&old);
+        let fresh = Outbox::open(&self.path, self.options.clone())?;
+        let mut meta = fresh.meta;
+        if (meta.tail..=meta.head).contains(&self.meta.tail) {
+            meta.tail = self.meta.tail;
+        }
+        self.acked.retain(|s| *s >= meta.tail && *s < meta.head);
+        self.db = fresh.db;
+        self.log = fresh.log;
+        self.meta = meta;
+        self.unusable = false;
+        Ok(())
+    }
+
+    fn usable(&self) -> Result<(), OutboxError> {
+        if self.unusable {
+            let source = std::io::Error::other(
+                "the buffer is being rebuilt after a write failure (disk full?)",
+            );
+            return Err(OutboxError::Sync {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        Ok(())
+    }
+
     /// Drops unacknowledged records older than `max_age`, oldest first.
     fn expire(
         &self,
@@ -381,6 +475,7 @@ impl Outbox {
 
     /// Up to `max` unacknowledged records with `from <= seq < to`, in order.
     pub fn read_range(&self, from: u64, to: u64, max: usize) -> Result<Vec<Stored>, OutboxError> {
+        self.usable()?;
         let mut out = Vec::new();
         let mut seq = from.max(self.meta.tail);
         while seq < self.meta.head.min(to) && out.len() < max {
@@ -415,6 +510,13 @@ impl Outbox {
         }
         self.acked.insert(seq);
         let before = self.meta.tail;
+        if self.unusable {
+            // Remembered in memory; written with the rebuilt database.
+            while self.acked.remove(&self.meta.tail) {
+                self.meta.tail += 1;
+            }
+            return Ok(());
+        }
         while self.acked.remove(&self.meta.tail) {
             self.meta.tail += 1;
         }
@@ -426,6 +528,7 @@ impl Outbox {
 
     /// Makes everything written so far durable (flush + fdatasync).
     pub fn sync(&self) -> Result<(), OutboxError> {
+        self.usable()?;
         self.db.flush().map_err(|source| self.sled_error(source))?;
         self.log.sync_data().map_err(|source| OutboxError::Sync {
             path: self.path.clone(),
@@ -475,6 +578,11 @@ impl Outbox {
             .stamp
             .elapsed_until(&Stamp::now())
     }
+}
+
+/// `<dir>.<suffix>` beside the buffer directory.
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{suffix}", dir.display()))
 }
 
 fn drop_oldest(meta: &mut Meta, acked: &mut BTreeSet<u64>) {
@@ -777,6 +885,23 @@ mod tests {
         let aside = aside.expect("moved aside");
         assert!(aside.exists());
         assert_eq!(o.append(&mut records(1)).unwrap().accepted, vec![0]);
+    }
+
+    #[test]
+    fn reopening_keeps_records_and_acknowledgements() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+            o.append(&mut records(4)).unwrap();
+            o.ack(0).unwrap();
+            o.reopen().unwrap();
+            assert_eq!((o.head(), o.tail()), (4, 1));
+            o.append(&mut records(2)).unwrap();
+            o.ack(1).unwrap();
+        }
+        let o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+        assert_eq!((o.head(), o.tail()), (6, 2));
+        assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![2, 3, 4, 5]);
     }
 
     #[test]

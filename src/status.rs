@@ -46,6 +46,8 @@ pub struct Stats {
     pub records_expired: AtomicU64,
     /// Boot-clock time of the last PUBACK for a record (0: none yet).
     pub last_ack_uptime_ms: AtomicU64,
+    /// Boot-clock time of the last successful connect upstream.
+    pub uplink_connected_since_ms: AtomicU64,
     /// Where an unreadable buffer was moved at start, if it was.
     pub buffer_moved_aside: Mutex<Option<String>>,
     devices: Mutex<BTreeMap<String, Arc<DeviceStats>>>,

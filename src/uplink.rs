@@ -258,17 +258,27 @@ impl Uplink {
         let mut last_error: Option<String> = None;
         let mut next_status = Instant::now() + STATUS_EVERY;
 
+        // After a buffer read error, wait a moment before reading again.
+        let mut hold_until: Option<Instant> = None;
         loop {
-            if connected && stop_by.is_none() {
-                self.fill(&client, &mut inflight, &mut pace, window);
+            let held = hold_until.is_some_and(|t| Instant::now() < t);
+            if connected
+                && stop_by.is_none()
+                && !held
+                && !self.fill(&client, &mut inflight, &mut pace, window)
+            {
+                hold_until = Some(Instant::now() + Duration::from_secs(1));
             }
             if stop_by.is_some() && (!connected || inflight.len() == 0) {
                 break;
             }
             let far = Instant::now() + Duration::from_secs(3600);
             let deadline = stop_by.unwrap_or(far);
-            let pace_at = (connected && inflight.backlog_left() && inflight.len() < window)
-                .then(|| pace.next_at());
+            let pace_at = match hold_until.filter(|t| Instant::now() < *t) {
+                Some(t) => Some(t),
+                None => (connected && inflight.backlog_left() && inflight.len() < window)
+                    .then(|| pace.next_at()),
+            };
             tokio::select! {
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -277,6 +287,7 @@ impl Uplink {
                         backoff.reset();
                         self.stats.uplink_connected.store(true, Relaxed);
                         self.stats.uplink_connects.fetch_add(1, Relaxed);
+                        self.stats.uplink_connected_since_ms.store(crate::clock::uptime_ms(), Relaxed);
                         let (tail, head, pending) = {
                             let outbox = self.lock();
                             (outbox.tail(), outbox.head(), outbox.pending())
@@ -397,32 +408,42 @@ impl Uplink {
 
     /// Hands rumqttc the next records, keeping at most `window` in flight:
     /// live records first, then as much backlog as the pace allows.
-    fn fill(&self, client: &AsyncClient, inflight: &mut Inflight, pace: &mut Pace, window: usize) {
+    /// `false` when the buffer could not be read.
+    fn fill(
+        &self,
+        client: &AsyncClient,
+        inflight: &mut Inflight,
+        pace: &mut Pace,
+        window: usize,
+    ) -> bool {
         let synced = crate::clock::is_synchronized();
         let (now, now_wall) = (Stamp::now(), SystemTime::now());
         let room = window.saturating_sub(inflight.len());
         if room == 0 {
-            return;
+            return true;
         }
         let live = match self.lock().read(inflight.live_next, room) {
             Ok(batch) => batch,
-            Err(e) => return self.read_failed(e),
+            Err(e) => {
+                self.read_failed(e);
+                return false;
+            }
         };
         let mut sent = 0;
         for stored in live {
             if !self.publish(client, &stored, synced, &now, now_wall) {
-                return;
+                return true;
             }
             inflight.queued.push_back(Some(stored.seq));
             inflight.live_next = stored.seq + 1;
             sent += 1;
         }
         if !inflight.backlog_left() {
-            return;
+            return true;
         }
         let allowed = pace.take(room - sent, Instant::now());
         if allowed == 0 {
-            return;
+            return true;
         }
         let backlog =
             match self
@@ -430,12 +451,15 @@ impl Uplink {
                 .read_range(inflight.backlog_next, inflight.backlog_end, allowed)
             {
                 Ok(batch) => batch,
-                Err(e) => return self.read_failed(e),
+                Err(e) => {
+                    self.read_failed(e);
+                    return false;
+                }
             };
         let exhausted = backlog.len() < allowed;
         for stored in backlog {
             if !self.publish(client, &stored, synced, &now, now_wall) {
-                return;
+                return true;
             }
             inflight.queued.push_back(Some(stored.seq));
             inflight.backlog_next = stored.seq + 1;
@@ -443,6 +467,7 @@ impl Uplink {
         if exhausted {
             inflight.backlog_next = inflight.backlog_end; // the rest was acknowledged meanwhile
         }
+        true
     }
 
     /// Publishes one record; `false` when rumqttc's request queue is full.

@@ -5,87 +5,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{broker, seq_report, write_config, Daemon, DeviceEntry, Platform};
-use fitedge::sim::{Instrument, Pty};
+use common::{
+    broker, seq_report, wait_for_port, write_config, Daemon, DeviceEntry, Platform, Station,
+};
+use fitedge::sim::Pty;
 
 const KILLS: usize = 3;
 const WINDOW: usize = 20; // inflight_window in common::write_config
-
-/// A height/weight station writing a frame every few milliseconds while
-/// `running`; remembers the subject of every frame written.
-struct Station {
-    running: Arc<AtomicBool>,
-    written: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Station {
-    fn start(mut pty: Pty) -> Station {
-        let running = Arc::new(AtomicBool::new(true));
-        let stop = Arc::new(AtomicBool::new(false));
-        let written: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (r, s, w) = (running.clone(), stop.clone(), written.clone());
-        let thread = std::thread::spawn(move || {
-            let mut rng = fastrand::Rng::with_seed(3);
-            let mut n = 0;
-            while !s.load(Ordering::Relaxed) {
-                if r.load(Ordering::Relaxed) {
-                    n += 1;
-                    let frame = Instrument::HeightWeight.frame(n, &mut rng);
-                    if pty.write_frame(&frame.bytes).is_ok() {
-                        w.lock().unwrap().push(frame.subject);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(4));
-            }
-        });
-        Station {
-            running,
-            written,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn pause(&self) {
-        self.running.store(false, Ordering::Relaxed);
-        std::thread::sleep(Duration::from_millis(20));
-    }
-
-    fn resume(&self) {
-        self.running.store(true, Ordering::Relaxed);
-    }
-
-    fn written(&self) -> Vec<String> {
-        self.written.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Station {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn wait_for_port(daemon: &Daemon) {
-    let opened = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        daemon.log_text().contains("Serial port opened.")
-    });
-    assert!(
-        opened,
-        "daemon opened its port; log:\n{}",
-        daemon.log_text()
-    );
-}
 
 #[test]
 fn every_accepted_record_arrives_across_kills_and_a_clean_restart() {

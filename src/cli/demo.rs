@@ -150,6 +150,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(5),
             backlog_per_second: 100,
+            stall: Duration::from_secs(300),
         },
         buffer: Buffer {
             dir: buffer.path().join("outbox"),

@@ -52,6 +52,28 @@ pub enum Command {
     Profile(ProfileCommand),
     /// Decode a captured frame with a profile and print the values as JSON.
     Decode(DecodeArgs),
+    /// Inspect a stopped gateway's buffer.
+    #[command(subcommand)]
+    Buffer(BufferCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BufferCommand {
+    /// Counts and sizes, as JSON.
+    Stats(BufferArgs),
+    /// Read every unacknowledged record; exit 65 if any is unreadable.
+    Verify(BufferArgs),
+    /// Write every unacknowledged record as JSON lines to stdout.
+    Export(BufferArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BufferArgs {
+    /// The buffer directory (default: buffer.dir of the config).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +137,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Profile(ProfileCommand::Check { paths }) => profile_check(&paths),
         Command::Profile(ProfileCommand::Test { paths }) => profile_test(&paths),
         Command::Decode(args) => decode(args),
+        Command::Buffer(command) => buffer(command),
     }
 }
 
@@ -389,6 +412,69 @@ fn decode(args: DecodeArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DATA)
+    }
+}
+
+fn buffer(command: BufferCommand) -> ExitCode {
+    let (BufferCommand::Stats(args) | BufferCommand::Verify(args) | BufferCommand::Export(args)) =
+        &command;
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => match config::load(&args.config) {
+            Ok(c) => c.buffer.dir,
+            Err(problems) => {
+                eprintln!("{}", render(&problems));
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let failed = |e: crate::outbox::OutboxError| {
+        eprintln!("fitedge buffer: {e} (is the gateway still running? stop it first)");
+        ExitCode::FAILURE
+    };
+    match command {
+        BufferCommand::Stats(_) | BufferCommand::Verify(_) => {
+            let report = match crate::outbox::inspect(&dir) {
+                Ok(r) => r,
+                Err(e) => return failed(e),
+            };
+            if let BufferCommand::Stats(_) = command {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+                return ExitCode::SUCCESS;
+            }
+            for problem in &report.problems {
+                println!("bad   {problem}");
+            }
+            println!(
+                "{}: {} unacknowledged record(s) read, {} unreadable",
+                dir.display(),
+                report.pending,
+                report.problems.len()
+            );
+            if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_DATA)
+            }
+        }
+        BufferCommand::Export(_) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match crate::outbox::export(&dir, &mut out) {
+                Ok(n) => {
+                    drop(out);
+                    eprintln!(
+                        "fitedge buffer: exported {n} record(s) from {}",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(e),
+            }
+        }
     }
 }
 

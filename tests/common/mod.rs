@@ -6,6 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -274,6 +275,19 @@ impl Mosquitto {
             .local_addr()
             .unwrap()
             .port();
+        Mosquitto::start_on(port)
+    }
+
+    /// Starts mosquitto on `port` (see [`Mosquitto::start`]).
+    pub fn start_on(port: u16) -> Option<Mosquitto> {
+        if !Path::new("/usr/sbin/mosquitto").exists() {
+            assert!(
+                std::env::var_os("FITEDGE_REQUIRE_MOSQUITTO").is_none(),
+                "mosquitto is required here but not installed"
+            );
+            eprintln!("SKIPPED: mosquitto is not installed (apt-get install mosquitto); .ci/run installs it");
+            return None;
+        }
         let mut m = Mosquitto {
             child: None,
             port,
@@ -319,5 +333,247 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A height/weight station writing a frame every few milliseconds while
+/// `running`; remembers the subject of every frame written.
+pub struct Station {
+    running: Arc<AtomicBool>,
+    written: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Station {
+    pub fn start(mut pty: fitedge::sim::Pty) -> Station {
+        let running = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let written: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (r, s, w) = (running.clone(), stop.clone(), written.clone());
+        let thread = std::thread::spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(3);
+            let mut n = 0;
+            while !s.load(Ordering::Relaxed) {
+                if r.load(Ordering::Relaxed) {
+                    n += 1;
+                    let frame = fitedge::sim::Instrument::HeightWeight.frame(n, &mut rng);
+                    if pty.write_frame(&frame.bytes).is_ok() {
+                        w.lock().unwrap().push(frame.subject);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(4));
+            }
+        });
+        Station {
+            running,
+            written,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn pause(&self) {
+        self.running.store(false, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    pub fn resume(&self) {
+        self.running.store(true, Ordering::Relaxed);
+    }
+
+    pub fn written(&self) -> Vec<String> {
+        self.written.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Station {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn wait_for_port(daemon: &Daemon) {
+    let opened = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        daemon.log_text().contains("Serial port opened.")
+    });
+    assert!(
+        opened,
+        "daemon opened its port; log:\n{}",
+        daemon.log_text()
+    );
+}
+
+/// A broker that accepts connections and publishes but never acknowledges
+/// them (answers CONNACK, SUBACK-less, PINGRESP): a "running but not
+/// forwarding" upstream. Stops when dropped.
+pub struct NoAckBroker {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl NoAckBroker {
+    pub fn start(port: u16) -> NoAckBroker {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port))
+            .expect("port free for the fake broker");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut clients = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok((stream, _)) = listener.accept() {
+                    let flag = flag.clone();
+                    clients.push(std::thread::spawn(move || serve_without_acks(stream, flag)));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        NoAckBroker { port, stop }
+    }
+}
+
+impl Drop for NoAckBroker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn serve_without_acks(mut stream: std::net::TcpStream, stop: Arc<AtomicBool>) {
+    use std::io::{Read, Write};
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return,
+        }
+        // Split complete packets: type byte, remaining-length varint, body.
+        loop {
+            let mut len = 0usize;
+            let mut i = 1;
+            let mut complete = false;
+            while i < buf.len() && i <= 4 {
+                len |= ((buf[i] & 0x7F) as usize) << (7 * (i - 1));
+                if buf[i] & 0x80 == 0 {
+                    complete = true;
+                    break;
+                }
+                i += 1;
+            }
+            if !complete || buf.len() < i + 1 + len {
+                break;
+            }
+            let kind = buf[0] >> 4;
+            buf.drain(..i + 1 + len);
+            let reply: &[u8] = match kind {
+                1 => &[0x20, 0x02, 0x00, 0x00], // CONNECT -> CONNACK, no session
+                12 => &[0xD0, 0x00],            // PINGREQ -> PINGRESP
+                14 => return,                   // DISCONNECT
+                _ => &[],                       // PUBLISH and the rest: silence
+            };
+            if stream.write_all(reply).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A stand-in for systemd's notify socket: collects what the daemon sends.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    pub messages: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let messages: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match socket.recv(&mut buf) {
+                    Ok(n) => sink.lock().unwrap().push((
+                        Instant::now(),
+                        String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    )),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        if Arc::strong_count(&sink) == 1 {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        NotifySocket { path, messages }
+    }
+
+    /// Times at which the daemon fed the watchdog.
+    pub fn watchdog_times(&self) -> Vec<Instant> {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, m)| m.contains("WATCHDOG=1"))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    pub fn saw(&self, text: &str) -> bool {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, m)| m.contains(text))
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(config: &Path, n: usize, env: &[(&str, String)]) -> Daemon {
+        let log = config.with_file_name(format!("gateway-{n}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = binary();
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("FITEDGE_LOG", "info,fitedge=debug")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Daemon {
+            child: command.spawn().expect("fitedge binary starts"),
+            log,
+        }
     }
 }
