@@ -17,6 +17,19 @@ use std::time::Duration;
 
 use power::{Disk, PowerCutFs};
 
+/// Prints a summary line, also appended to `FITEDGE_FAULT_SUMMARY` if set.
+macro_rules! summary {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("{line}");
+        if let Some(path) = std::env::var_os("FITEDGE_FAULT_SUMMARY") {
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    }};
+}
+
 /// Mounts the power-cut filesystem, or explains why it cannot.
 fn mount(at: &Path) -> Option<(Disk, fuser::BackgroundSession)> {
     if !Path::new("/dev/fuse").exists() {
@@ -192,7 +205,7 @@ fn the_outbox_loses_no_accepted_record_across_power_cuts() {
         outbox.head(),
         "every record from 0 to the head is there"
     );
-    println!(
+    summary!(
         "power-cut summary: outbox: cuts {}, records accepted {accepted_total}, lost 0, fsyncs {}",
         cuts(),
         disk.syncs()
@@ -268,7 +281,7 @@ fn the_daemon_loses_no_accepted_record_across_power_cuts() {
     drop(outbox);
     let missing: Vec<u64> = (0..head).filter(|s| !ids_by_seq.contains_key(s)).collect();
     let duplicates = records.len() - ids_by_seq.values().map(|ids| ids.len()).sum::<usize>();
-    println!("power-cut summary: daemon: cuts {}, frames sent {}, records accepted {head}, lost {}, duplicated {duplicates}", cuts(), station.written().len(), reused.len() + missing.len());
+    summary!("power-cut summary: daemon: cuts {}, frames sent {}, records accepted {head}, lost {}, duplicated {duplicates}", cuts(), station.written().len(), reused.len() + missing.len());
     assert!(
         reused.is_empty(),
         "accepted records lost to a power cut (their seq was given again): {reused:?}"
