@@ -113,3 +113,41 @@ fn try_connect(port: u16) -> std::io::Result<bool> {
     let _ = stream.write_all(&[0xE0, 0]); // DISCONNECT
     Ok(connack[0] == 0x20 && connack[3] == 0)
 }
+
+/// A broker for the site's LAN devices, configured from `[lan]`: listens on
+/// the configured addresses, with one account a device (none: anonymous),
+/// and limits on connections, payload size and in-flight messages.
+pub fn lan(lan: &crate::config::EmbeddedLan) -> Broker {
+    let auth = (!lan.users.is_empty()).then(|| lan.users.clone());
+    let servers = lan
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let settings = ServerSettings {
+                name: format!("lan-{i}"),
+                listen: *addr,
+                tls: None,
+                next_connection_delay_ms: 1,
+                connections: ConnectionSettings {
+                    connection_timeout_ms: 10_000,
+                    max_payload_size: lan.max_payload_bytes,
+                    max_inflight_count: lan.max_inflight,
+                    auth: auth.clone(),
+                    external_auth: None,
+                    dynamic_filters: true,
+                },
+            };
+            (format!("lan-{i}"), settings)
+        })
+        .collect();
+    let mut config = config(
+        lan.listen
+            .first()
+            .copied()
+            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 1883))),
+    );
+    config.router.max_connections = lan.max_connections + 1; // + the gateway's own link
+    config.v4 = Some(servers);
+    Broker::new(config)
+}

@@ -26,6 +26,37 @@ pub struct Config {
     pub upstream: Upstream,
     pub buffer: Buffer,
     pub devices: Vec<Device>,
+    /// How LAN MQTT devices reach the gateway, when any do.
+    pub lan: Option<Lan>,
+}
+
+/// The gateway's MQTT side facing the site's LAN devices.
+#[derive(Debug, Clone)]
+pub enum Lan {
+    /// An MQTT broker inside the gateway (rumqttd).
+    Embedded(EmbeddedLan),
+    /// Subscribe to a broker the site already runs (manual acknowledgements:
+    /// a message is acknowledged only once its record is durable).
+    Subscribe(SubscribeLan),
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedLan {
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Username -> password, from `users_file`.
+    pub users: std::collections::HashMap<String, String>,
+    pub max_connections: usize,
+    pub max_payload_bytes: usize,
+    pub max_inflight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscribeLan {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +119,14 @@ pub struct Device {
 #[derive(Debug, Clone)]
 pub enum DeviceTransport {
     Serial(SerialSettings),
+    Mqtt(MqttSettings),
+}
+
+/// A device publishing on the LAN broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    /// Topic filter; defaults to the profile's `[match] mqtt_topic`.
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +186,57 @@ struct RawConfig {
     buffer: RawBuffer,
     #[serde(default, rename = "device")]
     devices: Vec<RawDevice>,
+    #[serde(default)]
+    lan: Option<Spanned<RawLan>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLan {
+    #[serde(rename = "type")]
+    kind: LanKind,
+    #[serde(default)]
+    listen: Vec<String>,
+    #[serde(default)]
+    users_file: Option<String>,
+    #[serde(default)]
+    allow_anonymous: bool,
+    #[serde(default = "lan_connections")]
+    max_connections: usize,
+    #[serde(default = "lan_payload")]
+    max_payload_bytes: usize,
+    #[serde(default = "lan_inflight")]
+    max_inflight: usize,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default = "lan_port")]
+    port: u16,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password_file: Option<String>,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum LanKind {
+    Embedded,
+    Subscribe,
+}
+
+fn lan_connections() -> usize {
+    64
+}
+fn lan_payload() -> usize {
+    16 * 1024
+}
+fn lan_inflight() -> usize {
+    100
+}
+fn lan_port() -> u16 {
+    1883
 }
 
 fn default_profile_dirs() -> Vec<Spanned<String>> {
@@ -257,6 +347,9 @@ struct RawTransport {
     /// USB adapter `VID:PID[:SERIAL]`, instead of `port`.
     #[serde(default)]
     usb: Option<Spanned<String>>,
+    /// MQTT devices: topic filter, instead of the profile's.
+    #[serde(default)]
+    topic: Option<Spanned<String>>,
     #[serde(default = "default_baud")]
     baud: Spanned<u32>,
     #[serde(default = "default_parity")]
@@ -272,6 +365,7 @@ struct RawTransport {
 #[serde(rename_all = "lowercase")]
 enum TransportKind {
     Serial,
+    Mqtt,
 }
 
 fn default_baud() -> Spanned<u32> {
@@ -505,6 +599,33 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
             ));
         }
         let transport = match d.transport.kind {
+            TransportKind::Mqtt => {
+                if d.transport.port.is_some() || d.transport.usb.is_some() {
+                    problems.push(src.problem(
+                        span(&d.id),
+                        format!(
+                            "device \"{}\" is an mqtt device but has a serial port or usb",
+                            d.id.get_ref()
+                        ),
+                        "remove port/usb, or set type = \"serial\"",
+                    ));
+                }
+                if raw.lan.is_none() {
+                    problems.push(src.problem(span(&d.id), format!("device \"{}\" uses MQTT but the config has no [lan] section", d.id.get_ref()), "add [lan] with type = \"embedded\" (a broker in the gateway) or type = \"subscribe\" (the site's broker)"));
+                }
+                if let Some(topic) = &d.transport.topic {
+                    if !valid_filter(topic.get_ref()) {
+                        problems.push(src.problem(
+                            span(topic),
+                            format!("topic \"{}\" is not an MQTT topic filter", topic.get_ref()),
+                            "'+' stands for one whole level, '#' only as the last level",
+                        ));
+                    }
+                }
+                DeviceTransport::Mqtt(MqttSettings {
+                    topic: d.transport.topic.map(Spanned::into_inner),
+                })
+            }
             TransportKind::Serial => {
                 let RawTransport {
                     port,
@@ -590,7 +711,12 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
         });
     }
 
+    let lan = raw
+        .lan
+        .as_ref()
+        .map(|lan| validate_lan(src, base, lan, raw.gateway_id.get_ref(), problems));
     Config {
+        lan,
         gateway_id: raw.gateway_id.into_inner(),
         site_id: raw.site_id.into_inner(),
         profile_dirs: raw
@@ -625,6 +751,116 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
             flush_window: Duration::from_millis(flush_window_ms),
         },
         devices,
+    }
+}
+
+/// Whether `filter` is a valid MQTT topic filter.
+pub fn valid_filter(filter: &str) -> bool {
+    let levels: Vec<&str> = filter.split('/').collect();
+    !filter.is_empty()
+        && levels.iter().enumerate().all(|(i, level)| {
+            (!level.contains('#') || (*level == "#" && i + 1 == levels.len()))
+                && (!level.contains('+') || *level == "+")
+        })
+}
+
+fn validate_lan(
+    src: &SourceText,
+    base: &Path,
+    lan: &Spanned<RawLan>,
+    gateway_id: &str,
+    problems: &mut Vec<Problem>,
+) -> Lan {
+    let at = |key: &str| Some(src.key_span(lan.span(), key));
+    let l = lan.get_ref();
+    match l.kind {
+        LanKind::Embedded => {
+            let mut listen = Vec::new();
+            for addr in &l.listen {
+                match addr.parse() {
+                    Ok(a) => listen.push(a),
+                    Err(_) => problems.push(src.problem(
+                        at("listen"),
+                        format!("lan listen address \"{addr}\" is not IP:PORT"),
+                        "e.g. \"0.0.0.0:1883\", or the LAN interface's own address",
+                    )),
+                }
+            }
+            if l.listen.is_empty() {
+                problems.push(src.problem(
+                    at("type"),
+                    "an embedded LAN broker needs listen addresses",
+                    "listen = [\"0.0.0.0:1883\"]",
+                ));
+            }
+            let mut users = std::collections::HashMap::new();
+            match &l.users_file {
+                Some(file) => {
+                    let path = resolve(base, file);
+                    match std::fs::read_to_string(&path) {
+                        Ok(text) => {
+                            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#')) {
+                                match line.split_once(':') {
+                                    Some((user, password)) if !user.is_empty() && !password.is_empty() => {
+                                        users.insert(user.trim().to_string(), password.trim().to_string());
+                                    }
+                                    _ => problems.push(Problem { file: path.clone(), line: Some(n + 1), message: "not a user:password line".into(), fix: "one device account a line, as username:password".into() }),
+                                }
+                            }
+                        }
+                        Err(e) => problems.push(src.problem(at("users_file"), format!("cannot read users_file {}: {e}", path.display()), "create it (mode 0600) with username:password lines")),
+                    }
+                }
+                None if !l.allow_anonymous => problems.push(src.problem(at("type"), "the LAN broker has no users_file", "give each device an account in users_file, or set allow_anonymous = true on a closed network")),
+                None => {}
+            }
+            if !(1..=10_000).contains(&l.max_connections)
+                || !(64..=16 * 1024 * 1024).contains(&l.max_payload_bytes)
+                || !(1..=10_000).contains(&l.max_inflight)
+            {
+                problems.push(src.problem(at("max_connections"), "lan limits out of range", "max_connections 1..=10000, max_payload_bytes 64..=16777216, max_inflight 1..=10000"));
+            }
+            Lan::Embedded(EmbeddedLan {
+                listen,
+                users,
+                max_connections: l.max_connections,
+                max_payload_bytes: l.max_payload_bytes,
+                max_inflight: l.max_inflight,
+            })
+        }
+        LanKind::Subscribe => {
+            let host = l.host.clone().unwrap_or_default();
+            if host.is_empty() {
+                problems.push(src.problem(
+                    at("type"),
+                    "subscribing to a site broker needs its host",
+                    "host = \"127.0.0.1\" (and port)",
+                ));
+            }
+            let password = l.password_file.as_ref().and_then(|file| {
+                let path = resolve(base, file);
+                std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        problems.push(src.problem(
+                            at("password_file"),
+                            format!("cannot read password_file {}: {e}", path.display()),
+                            "create the file holding only the password",
+                        ))
+                    })
+                    .ok()
+                    .map(|p| p.trim_end_matches(['\r', '\n']).to_string())
+            });
+            Lan::Subscribe(SubscribeLan {
+                host,
+                port: l.port,
+                client_id: l
+                    .client_id
+                    .clone()
+                    .unwrap_or_else(|| format!("fitedge-lan-{gateway_id}")),
+                username: l.username.clone(),
+                password,
+            })
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::config::{Config, DeviceTransport};
 use crate::outbox::{Outbox, OutboxError, OutboxOptions};
 use crate::profile::Profile;
-use crate::record::{Origin, Record, Transport};
+use crate::record::{Incoming, Origin, Record, Transport};
 use crate::source::{self, DeviceContext};
 use crate::status::{Snapshot, Stats};
 use crate::uplink::Uplink;
@@ -85,7 +85,7 @@ pub async fn run(
     let outbox = Arc::new(Mutex::new(outbox));
 
     // Sources -> writer. Closing: every source has stopped.
-    let (records_tx, records_rx) = mpsc::channel::<Record>(RECORD_QUEUE);
+    let (records_tx, records_rx) = mpsc::channel::<Incoming>(RECORD_QUEUE);
     // Writer -> uplink: the outbox head after each durable batch.
     // Closing: the writer has made everything durable and stopped.
     let (head_tx, head_rx) = watch::channel(0u64);
@@ -96,6 +96,7 @@ pub async fn run(
     let mut sources = JoinSet::new();
     // Profile id -> the senders of every device using it, for reloads.
     let mut profile_senders: HashMap<String, Vec<watch::Sender<Profile>>> = HashMap::new();
+    let mut mqtt_devices = Vec::new();
     for device in &config.devices {
         let profile =
             profiles
@@ -105,28 +106,50 @@ pub async fn run(
                     device: device.id.clone(),
                     profile: device.profile.clone(),
                 })?;
-        let DeviceTransport::Serial(settings) = &device.transport;
         let (profile_tx, profile_rx) = watch::channel(profile.clone());
         profile_senders
             .entry(device.profile.clone())
             .or_default()
             .push(profile_tx);
+        let transport = match device.transport {
+            DeviceTransport::Serial(_) => Transport::Serial,
+            DeviceTransport::Mqtt(_) => Transport::Mqtt,
+        };
         let ctx = DeviceContext {
             origin: Origin {
                 gateway_id: config.gateway_id.clone(),
                 site_id: config.site_id.clone(),
                 device_id: device.id.clone(),
                 profile_id: profile.id.clone(),
-                transport: Transport::Serial,
+                transport,
             },
             profile: profile_rx,
             decode: Default::default(),
             stats: stats.device(&device.id),
             records: records_tx.clone(),
         };
-        let span = info_span!("device", id = %device.id, transport = "serial");
+        match &device.transport {
+            DeviceTransport::Serial(settings) => {
+                let span = info_span!("device", id = %device.id, transport = "serial");
+                sources.spawn(
+                    source::serial::run(ctx, settings.clone(), stop_sources.clone())
+                        .instrument(span),
+                );
+            }
+            DeviceTransport::Mqtt(settings) => {
+                let filter = settings
+                    .topic
+                    .clone()
+                    .or_else(|| profile.matcher.mqtt_topic.clone())
+                    .unwrap_or_else(|| format!("{}/#", device.id));
+                mqtt_devices.push(source::mqtt::MqttDevice { ctx, filter });
+            }
+        }
+    }
+    if let (Some(lan), false) = (config.lan.clone(), mqtt_devices.is_empty()) {
         sources.spawn(
-            source::serial::run(ctx, settings.clone(), stop_sources.clone()).instrument(span),
+            source::mqtt::run(lan, mqtt_devices, stats.clone(), stop_sources.clone())
+                .instrument(info_span!("lan")),
         );
     }
     drop(records_tx);
@@ -250,7 +273,7 @@ async fn reload_profiles(
 /// with the batch kept in memory; meanwhile the bounded channel holds the
 /// sources back, so nothing accepted is ever lost.
 async fn write_records(
-    mut rx: mpsc::Receiver<Record>,
+    mut rx: mpsc::Receiver<Incoming>,
     outbox: Arc<Mutex<Outbox>>,
     head: watch::Sender<u64>,
     stats: Arc<Stats>,
@@ -268,9 +291,15 @@ async fn write_records(
                 }
             }
         }
-        let records = std::mem::take(&mut batch);
+        let (records, durable): (Vec<Record>, Vec<_>) = std::mem::take(&mut batch)
+            .into_iter()
+            .map(|i| (i.record, i.durable))
+            .unzip();
         if !store(records, &outbox, &head, &stats, &rx).await {
             return;
+        }
+        for done in durable.into_iter().flatten() {
+            let _ = done.send(());
         }
     }
 }
@@ -282,7 +311,7 @@ async fn store(
     outbox: &Arc<Mutex<Outbox>>,
     head: &watch::Sender<u64>,
     stats: &Stats,
-    rx: &mpsc::Receiver<Record>,
+    rx: &mpsc::Receiver<Incoming>,
 ) -> bool {
     let mut backoff = crate::source::Backoff::new(
         std::time::Duration::from_millis(100),

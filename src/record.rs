@@ -95,9 +95,30 @@ pub struct Record {
 pub struct Measurement {
     pub values: Vec<Reading>,
     pub absent: Vec<String>,
+    /// The device behind a hub that sent it, when the profile says.
+    pub device: Option<String>,
     pub subject_ref: Option<String>,
     pub device_time: Option<String>,
     pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// A record on its way from a source to the outbox writer. `durable` is
+/// completed once the outbox has decided on the record (stored durably, or
+/// refused by its capacity policy), so a source can acknowledge upstream
+/// devices only then.
+#[derive(Debug)]
+pub struct Incoming {
+    pub record: Record,
+    pub durable: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl From<Record> for Incoming {
+    fn from(record: Record) -> Self {
+        Incoming {
+            record,
+            durable: None,
+        }
+    }
 }
 
 /// Who produced a record: the fields every record from one device shares.

@@ -92,11 +92,28 @@ pub enum Instrument {
     Grip,
 }
 
+/// A heart-rate band hub on the LAN: one JSON message a band and reading,
+/// published on `hub/<hub>/hr`.
+pub fn band_message(band: u32, seq: u64, rng: &mut fastrand::Rng) -> SimFrame {
+    let hr = rng.u32(55..175) as f64;
+    let wearer = format!("S{:05}", 100 + band);
+    let json = format!(r#"{{"band":"band-{band:02}","wearer":"{wearer}","hr":{hr},"seq":{seq}}}"#);
+    SimFrame {
+        bytes: json.into_bytes(),
+        subject: wearer,
+        key: seq.to_string(),
+        values: vec![("vital.heart_rate", hr)],
+    }
+}
+
 /// One simulated measurement: the frame and the values it carries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimFrame {
     pub bytes: Vec<u8>,
     pub subject: String,
+    /// What identifies this measurement in what arrives: the subject for
+    /// instruments, the hub's message counter for bands.
+    pub key: String,
     /// (metric id, value in canonical unit)
     pub values: Vec<(&'static str, f64)>,
 }
@@ -120,6 +137,7 @@ impl Instrument {
                 let text = format!("ID={subject};HT={height:.1};WT={weight:.2}\r\n");
                 SimFrame {
                     bytes: text.into_bytes(),
+                    key: subject.clone(),
                     subject,
                     values: vec![("body.height", height), ("body.weight", weight)],
                 }
@@ -134,6 +152,7 @@ impl Instrument {
                 bytes.push(bcc);
                 SimFrame {
                     bytes,
+                    key: subject.clone(),
                     subject,
                     values: vec![("strength.grip", grip)],
                 }

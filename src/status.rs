@@ -48,6 +48,10 @@ pub struct Stats {
     pub last_ack_uptime_ms: AtomicU64,
     /// Boot-clock time of the last successful connect upstream.
     pub uplink_connected_since_ms: AtomicU64,
+    /// LAN MQTT messages whose topic matched no device.
+    pub lan_unmatched: AtomicU64,
+    /// Recent times from a LAN message's arrival to its record being durable.
+    lan_durable_ms: Mutex<std::collections::VecDeque<u64>>,
     /// Where an unreadable buffer was moved at start, if it was.
     pub buffer_moved_aside: Mutex<Option<String>>,
     devices: Mutex<BTreeMap<String, Arc<DeviceStats>>>,
@@ -69,6 +73,10 @@ pub struct Snapshot {
     pub records_expired: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffer_moved_aside: Option<String>,
+    pub lan_unmatched: u64,
+    /// Median of the last 256 LAN messages' arrival-to-durable times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lan_durable_ms_median: Option<u64>,
     pub devices: BTreeMap<String, DeviceSnapshot>,
 }
 
@@ -84,6 +92,16 @@ pub struct DeviceSnapshot {
 }
 
 impl Stats {
+    /// Records how long a LAN message took to become durable.
+    pub fn note_lan_durable(&self, took: std::time::Duration) {
+        if let Ok(mut samples) = self.lan_durable_ms.lock() {
+            if samples.len() == 256 {
+                samples.pop_front();
+            }
+            samples.push_back(took.as_millis() as u64);
+        }
+    }
+
     /// The counters of device `id`, created on first use.
     pub fn device(&self, id: &str) -> Arc<DeviceStats> {
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,6 +122,12 @@ impl Stats {
             buffer_errors: self.buffer_errors.load(Relaxed),
             profile_reload_errors: self.profile_reload_errors.load(Relaxed),
             records_expired: self.records_expired.load(Relaxed),
+            lan_unmatched: self.lan_unmatched.load(Relaxed),
+            lan_durable_ms_median: self.lan_durable_ms.lock().ok().and_then(|samples| {
+                let mut sorted: Vec<u64> = samples.iter().copied().collect();
+                sorted.sort_unstable();
+                sorted.get(sorted.len() / 2).copied()
+            }),
             buffer_moved_aside: self.buffer_moved_aside.lock().ok().and_then(|m| m.clone()),
             devices: devices
                 .iter()

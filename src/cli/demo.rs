@@ -38,7 +38,16 @@ const PROFILES: &[(&str, &str)] = &[
         "grip-dynamometer-stx-etx",
         include_str!("../../device-profiles/grip-dynamometer-stx-etx.toml"),
     ),
+    (
+        "heart-rate-band-hub-json",
+        include_str!("../../device-profiles/heart-rate-band-hub-json.toml"),
+    ),
 ];
+
+/// The simulated heart-rate hub's account on the LAN broker.
+const HUB: (&str, &str) = ("hr-hub-1", "demo-hub-secret");
+/// Bands the simulated hub relays.
+const BANDS: u32 = 5;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -134,7 +143,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             }),
         })
         .collect();
+    let lan_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .context("finding a port for the LAN broker")?;
+    let mut devices = devices;
+    let lan = lan_broker(lan_port, &mut devices);
     let config = Config {
+        lan,
         gateway_id: GATEWAY.into(),
         site_id: SITE.into(),
         profile_dirs: vec![],
@@ -167,11 +183,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
 
     println!("fitedge demo: platform broker is {which} at mqtt://{host}:{port}");
     for d in &devices {
-        let DeviceTransport::Serial(s) = &d.transport;
-        println!(
-            "  device {:<16} profile {:<26} on {}",
-            d.id, d.profile, s.port
-        );
+        let link = match &d.transport {
+            DeviceTransport::Serial(s) => s.port.to_string(),
+            DeviceTransport::Mqtt(_) => {
+                format!("LAN MQTT broker 127.0.0.1:{lan_port}, {BANDS} bands")
+            }
+        };
+        println!("  device {:<16} profile {:<26} on {link}", d.id, d.profile);
     }
     let platform = Platform::subscribe(&host, port).await?;
 
@@ -203,6 +221,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         }));
     }
 
+    if devices
+        .iter()
+        .any(|d| matches!(d.transport, DeviceTransport::Mqtt(_)))
+    {
+        tokio::spawn(band_hub(
+            lan_port,
+            Duration::from_millis(args.interval_ms.max(10)),
+            stop.clone(),
+            sent.clone(),
+        ));
+    }
+
     let handle = Handle::default();
     let duration = args.duration;
     let stop_sims = stop.clone();
@@ -231,6 +261,76 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     ))
 }
 
+/// The LAN broker for the simulated band hub, and its device.
+#[cfg(feature = "embedded-broker")]
+fn lan_broker(port: u16, devices: &mut Vec<Device>) -> Option<crate::config::Lan> {
+    devices.push(Device {
+        id: HUB.0.into(),
+        profile: "heart-rate-band-hub-json".into(),
+        transport: DeviceTransport::Mqtt(crate::config::MqttSettings { topic: None }),
+    });
+    Some(crate::config::Lan::Embedded(crate::config::EmbeddedLan {
+        listen: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
+        users: HashMap::from([(HUB.0.to_string(), HUB.1.to_string())]),
+        max_connections: 16,
+        max_payload_bytes: 16 * 1024,
+        max_inflight: 100,
+    }))
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+fn lan_broker(_: u16, _: &mut Vec<Device>) -> Option<crate::config::Lan> {
+    None
+}
+
+/// A heart-rate band hub on the LAN: publishes one reading a band every
+/// `interval` to the gateway's LAN broker, with its own account.
+async fn band_hub(
+    port: u16,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+    sent: Arc<Mutex<Vec<(String, SimFrame)>>>,
+) {
+    let mut options = MqttOptions::new(HUB.0, "127.0.0.1", port);
+    options
+        .set_credentials(HUB.0, HUB.1)
+        .set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    // Give the gateway a moment to start its LAN broker.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut rng = fastrand::Rng::new();
+    let mut seq = 0;
+    while !stop.load(Ordering::Relaxed) {
+        for band in 1..=BANDS {
+            seq += 1;
+            let frame = crate::sim::band_message(band, seq, &mut rng);
+            if client
+                .publish(
+                    format!("hub/{}/hr", HUB.0),
+                    QoS::AtLeastOnce,
+                    false,
+                    frame.bytes.clone(),
+                )
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if let Ok(mut s) = sent.lock() {
+                s.push((format!("{}.band-{band:02}", HUB.0), frame));
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
 /// Compares what the simulators sent with what the platform received.
 fn summary(sent: &[(String, SimFrame)], received: &[Record], dropped: u64) -> bool {
     let mut by_key: HashMap<(String, String), &Record> = HashMap::new();
@@ -241,20 +341,18 @@ fn summary(sent: &[(String, SimFrame)], received: &[Record], dropped: u64) -> bo
             duplicates += 1;
             continue;
         }
-        by_key.insert(
-            (
-                r.device_id.clone(),
-                r.subject_ref.clone().unwrap_or_default(),
-            ),
-            r,
-        );
+        let key = match r.attributes.get("seq") {
+            Some(seq) => seq.to_string(),
+            None => r.subject_ref.clone().unwrap_or_default(),
+        };
+        by_key.insert((r.device_id.clone(), key), r);
     }
     let mut per_device: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut mismatched = 0;
     for (device, frame) in sent {
         let entry = per_device.entry(device).or_default();
         entry.0 += 1;
-        let Some(record) = by_key.get(&(device.clone(), frame.subject.clone())) else {
+        let Some(record) = by_key.get(&(device.clone(), frame.key.clone())) else {
             continue;
         };
         entry.1 += 1;

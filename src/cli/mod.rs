@@ -259,7 +259,9 @@ fn check(path: &Path) -> ExitCode {
                 profiles.len()
             );
             for device in &config.devices {
-                let config::DeviceTransport::Serial(s) = &device.transport;
+                let config::DeviceTransport::Serial(s) = &device.transport else {
+                    continue;
+                };
                 if !s.port.resolve().is_some_and(|p| p.exists()) {
                     println!("note: device \"{}\": serial port {} is not present now; the gateway will wait for it", device.id, s.port);
                 }

@@ -107,6 +107,8 @@ pub enum Role {
     DeviceTime,
     /// Passed through as `attributes.<name>`.
     Attribute,
+    /// Which device behind a hub sent it (e.g. one band of many).
+    Device,
 }
 
 /// A condition on a flag byte: the field is present only when it holds.
@@ -590,6 +592,7 @@ pub fn decode(
                 m.subject_ref = Some(subject(field, text, ctx)?);
             }
             (Role::DeviceTime, raw) => m.device_time = Some(device_time(field, raw)?),
+            (Role::Device, raw) => m.device = Some(raw_text(raw)),
             (Role::Attribute, raw) => {
                 let name = field
                     .name

@@ -84,6 +84,9 @@ pub enum FrameSpec {
     /// Modbus RTU responses (FC 01-04 with a byte count, 05/06/15/16 echoes,
     /// exceptions), CRC-16/MODBUS sent low byte first.
     ModbusRtu,
+    /// Each message is one frame: MQTT payloads (and, in tests and
+    /// `fitedge decode`, the whole input).
+    Message,
 }
 
 fn default_max_bytes() -> usize {
@@ -348,6 +351,10 @@ impl Framer {
                 }
             }
         }
+        if self.spec == FrameSpec::Message && !self.buf.is_empty() {
+            let raw = std::mem::take(&mut self.buf);
+            out.push(Framed::ok(raw.clone(), raw));
+        }
         self.buf.clear();
         self.record.clear();
         self.discarding = false;
@@ -498,7 +505,9 @@ impl Framer {
                 } => prefixed_step(&self.buf, *size, *endian, *max_bytes),
                 FrameSpec::Csafe { max_bytes } => csafe_step(&self.buf, *max_bytes),
                 FrameSpec::ModbusRtu => modbus_step(&self.buf),
-                FrameSpec::Line { .. } | FrameSpec::StxEtx { .. } => return None,
+                FrameSpec::Line { .. } | FrameSpec::StxEtx { .. } | FrameSpec::Message => {
+                    return None
+                }
             };
             match step {
                 Step::NeedMore => return None,

@@ -64,6 +64,10 @@ pub struct Match {
     /// MQTT topic filter.
     #[serde(default)]
     pub mqtt_topic: Option<String>,
+    /// MQTT: the topic level (0-based) naming the device behind a hub,
+    /// e.g. 1 in `hub/band-07/hr`.
+    #[serde(default)]
+    pub device_topic_level: Option<usize>,
 }
 
 /// A request/response device (`[request]`): what to send, how often, and
@@ -400,6 +404,14 @@ impl DeviceDecoder {
         }
     }
 
+    /// Decodes one whole message (an MQTT payload) as one frame.
+    pub fn decode_message(&self, payload: &[u8]) -> Result<Measurement, FrameFailure> {
+        self.decode_framed(frame::Framed {
+            raw: payload.to_vec(),
+            result: Ok(payload.to_vec()),
+        })
+    }
+
     /// Feeds bytes as read; returns a result for every completed frame.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Result<Measurement, FrameFailure>> {
         let framed = self.framer.push(bytes);
@@ -664,6 +676,7 @@ fn max_frame_bytes(frame: &FrameSpec) -> Option<usize> {
         | FrameSpec::StxEtx { max_bytes, .. }
         | FrameSpec::Line { max_bytes, .. } => Some(*max_bytes),
         FrameSpec::Fixed { length, .. } => Some(*length),
+        FrameSpec::Message => None,
         FrameSpec::ModbusRtu => Some(256),
     }
 }
@@ -824,7 +837,7 @@ fn validate_field(
                 }
             },
         },
-        Role::Attribute | Role::Subject | Role::DeviceTime => {
+        Role::Attribute | Role::Subject | Role::DeviceTime | Role::Device => {
             if f.metric.is_some() || f.unit.is_some() {
                 push(
                     Some(span.clone()),

@@ -5,6 +5,7 @@
 //! Sources never give up: a missing or vanished device is retried with
 //! backoff for as long as the gateway runs.
 
+pub mod mqtt;
 pub mod poll;
 pub mod serial;
 pub mod usb;
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::profile::{frame::hex, DecodeContext, DeviceDecoder, Profile};
-use crate::record::{Origin, Record};
+use crate::record::{Incoming, Origin, Record};
 use crate::status::DeviceStats;
 
 /// Backoff between attempts to (re)open a device link.
@@ -56,7 +57,7 @@ pub struct DeviceContext {
     pub profile: watch::Receiver<Profile>,
     pub decode: DecodeContext,
     pub stats: Arc<DeviceStats>,
-    pub records: mpsc::Sender<Record>,
+    pub records: mpsc::Sender<Incoming>,
 }
 
 impl DeviceContext {
@@ -78,7 +79,7 @@ impl DeviceContext {
                     self.stats.frames_ok.fetch_add(1, Relaxed);
                     let record = Record::new(&self.origin, measurement);
                     debug!(message = "Frame decoded.", record = %record.id);
-                    if self.records.send(record).await.is_err() {
+                    if self.records.send(record.into()).await.is_err() {
                         return None;
                     }
                 }

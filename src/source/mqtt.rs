@@ -1,0 +1,354 @@
+//! LAN MQTT source: devices that publish on the site network (heart-rate
+//! band hubs, Wi-Fi treadmills, camera counters). Either an MQTT broker runs
+//! inside the gateway (rumqttd), or the gateway subscribes to the site's own
+//! broker.
+//!
+//! Each message's topic picks the device (first matching topic filter); its
+//! payload is one frame for the device's profile. A hub with many bands is
+//! one `[[device]]`: the band comes from a topic level or a payload field and
+//! becomes part of the record's device id (`hub-1.band-07`).
+//!
+//! Delivery: subscribing to the site's broker, a message is acknowledged
+//! only once its record is durable in the outbox (manual acks, persistent
+//! session), so a gateway crash loses nothing the broker still holds. The
+//! embedded rumqttd acknowledges a publish on receipt, before the gateway
+//! sees it; its API offers no way to delay that, so the window between its
+//! acknowledgement and the outbox sync is measured (`lan_durable_ms_median`)
+//! and stated in `docs/reliability.md`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{Backoff, DeviceContext};
+use crate::config::{Lan, SubscribeLan};
+use crate::profile::frame::hex;
+use crate::record::{Incoming, Record};
+use crate::status::Stats;
+
+/// One configured MQTT device.
+pub struct MqttDevice {
+    pub ctx: DeviceContext,
+    /// Topic filter (from the config, or the profile's `[match]`).
+    pub filter: String,
+}
+
+/// Whether `topic` matches the MQTT `filter` (`+` one level, `#` the rest).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    let mut topic_levels = topic.split('/');
+    for f in filter.split('/') {
+        match (f, topic_levels.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (f, Some(t)) if f == t => {}
+            _ => return false,
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+/// A device id part made safe for ids and topics.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect()
+}
+
+/// At most one log line per `every`, with a count of what was left out.
+struct LogLimit {
+    every: Duration,
+    next: Instant,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    fn new(every: Duration) -> LogLimit {
+        LogLimit {
+            every,
+            next: Instant::now(),
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be logged.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if now < self.next {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = now + self.every;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Routes and decodes messages; shared by both modes.
+struct Router {
+    devices: Vec<MqttDevice>,
+    stats: Arc<Stats>,
+    unmatched_log: LogLimit,
+    rejected_log: LogLimit,
+}
+
+impl Router {
+    /// Turns one message into a record, or counts and (rate-limited) logs
+    /// why not.
+    fn route(&mut self, topic: &str, payload: &[u8]) -> Option<Record> {
+        let Some(device) = self.devices.iter().find(|d| matches(&d.filter, topic)) else {
+            self.stats.lan_unmatched.fetch_add(1, Relaxed);
+            if let Some(suppressed) = self.unmatched_log.allow() {
+                warn!(
+                    message = "MQTT message from no configured device; dropped.",
+                    topic,
+                    suppressed,
+                    stage = "source"
+                );
+            }
+            return None;
+        };
+        let ctx = &device.ctx;
+        let profile = ctx.profile.borrow().clone();
+        match ctx.decoder().decode_message(payload) {
+            Ok(measurement) => {
+                ctx.stats.frames_ok.fetch_add(1, Relaxed);
+                let sub = measurement.device.clone().or_else(|| {
+                    profile
+                        .matcher
+                        .device_topic_level
+                        .and_then(|l| topic.split('/').nth(l))
+                        .map(str::to_string)
+                });
+                let mut origin = ctx.origin.clone();
+                if let Some(sub) = sub.map(|s| sanitize(&s)).filter(|s| !s.is_empty()) {
+                    origin.device_id = format!("{}.{sub}", origin.device_id);
+                }
+                Some(Record::new(&origin, measurement))
+            }
+            Err(failure) => {
+                if failure.corrupt {
+                    ctx.stats.frames_bad.fetch_add(1, Relaxed);
+                    ctx.stats.set_error(failure.error.clone());
+                } else {
+                    ctx.stats.frames_ignored.fetch_add(1, Relaxed);
+                }
+                if let Some(suppressed) = self.rejected_log.allow() {
+                    let shown = &payload[..payload.len().min(64)];
+                    warn!(message = "MQTT payload rejected.", device = %ctx.origin.device_id, topic, error = %failure.error, hex = %hex(shown), suppressed, stage = "decoding");
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Runs the LAN side until `shutdown`.
+pub async fn run(
+    lan: Lan,
+    devices: Vec<MqttDevice>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    let Some(records) = devices.first().map(|d| d.ctx.records.clone()) else {
+        return;
+    };
+    let router = Router {
+        devices,
+        stats: stats.clone(),
+        unmatched_log: LogLimit::new(Duration::from_secs(10)),
+        rejected_log: LogLimit::new(Duration::from_secs(10)),
+    };
+    match lan {
+        Lan::Embedded(embedded) => {
+            embedded_broker(embedded, router, records, stats, shutdown).await
+        }
+        Lan::Subscribe(subscribe) => subscribe_broker(subscribe, router, records, shutdown).await,
+    }
+}
+
+#[cfg(feature = "embedded-broker")]
+async fn embedded_broker(
+    lan: crate::config::EmbeddedLan,
+    mut router: Router,
+    records: tokio::sync::mpsc::Sender<Incoming>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    use rumqttd::Notification;
+    let mut broker = crate::broker::lan(&lan);
+    let (mut link_tx, mut link_rx) = match broker.link("fitedge-gateway") {
+        Ok(link) => link,
+        Err(e) => {
+            return error!(message = "LAN broker failed to start; MQTT devices are off.", error = %e, stage = "source")
+        }
+    };
+    std::thread::Builder::new()
+        .name("lan-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                error!(message = "LAN broker stopped.", error = %e, stage = "source");
+            }
+        })
+        .ok();
+    for d in &router.devices {
+        if let Err(e) = link_tx.subscribe(d.filter.clone()) {
+            error!(message = "LAN broker refused a subscription.", filter = %d.filter, error = %e, stage = "source");
+        }
+    }
+    for addr in &lan.listen {
+        let port = addr.port();
+        let up =
+            tokio::task::spawn_blocking(move || crate::broker::probe(port, Duration::from_secs(5)))
+                .await
+                .unwrap_or(false);
+        if up {
+            info!(message = "LAN broker listening.", address = %addr, accounts = lan.users.len());
+        } else {
+            error!(message = "LAN broker does not answer; is the port taken?", address = %addr, stage = "source");
+        }
+    }
+    loop {
+        tokio::select! {
+            notification = link_rx.next() => match notification {
+                Ok(Some(Notification::Forward(forward))) => {
+                    let received = Instant::now();
+                    let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
+                    let Some(record) = router.route(&topic, &forward.publish.payload) else { continue };
+                    let (done, durable) = oneshot::channel();
+                    if records.send(Incoming { record, durable: Some(done) }).await.is_err() {
+                        return;
+                    }
+                    let stats = stats.clone();
+                    tokio::spawn(async move {
+                        if durable.await.is_ok() {
+                            stats.note_lan_durable(received.elapsed());
+                        }
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => return error!(message = "LAN broker link closed; MQTT devices are off.", error = %e, stage = "source"),
+            },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+async fn embedded_broker(
+    _: crate::config::EmbeddedLan,
+    _: Router,
+    _: tokio::sync::mpsc::Sender<Incoming>,
+    _: Arc<Stats>,
+    _: CancellationToken,
+) {
+    error!(
+        message = "This build has no embedded broker; use [lan] type = \"subscribe\".",
+        stage = "source"
+    );
+}
+
+async fn subscribe_broker(
+    lan: SubscribeLan,
+    mut router: Router,
+    records: tokio::sync::mpsc::Sender<Incoming>,
+    shutdown: CancellationToken,
+) {
+    let mut options = MqttOptions::new(lan.client_id.clone(), lan.host.clone(), lan.port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(user) = &lan.username {
+        options.set_credentials(user.clone(), lan.password.clone().unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let filters: Vec<String> = router.devices.iter().map(|d| d.filter.clone()).collect();
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut last_error = String::new();
+    loop {
+        tokio::select! {
+            event = eventloop.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    backoff.reset();
+                    last_error.clear();
+                    info!(message = "Subscribed to the site's MQTT broker.", host = %lan.host, port = lan.port, session_present = ack.session_present);
+                    for filter in &filters {
+                        let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let topic = publish.topic.clone();
+                    match router.route(&topic, &publish.payload) {
+                        // Acknowledged only once the record is durable.
+                        Some(record) => {
+                            let (done, durable) = oneshot::channel();
+                            if records.send(Incoming { record, durable: Some(done) }).await.is_err() {
+                                return;
+                            }
+                            let client = client.clone();
+                            tokio::spawn(async move {
+                                if durable.await.is_ok() {
+                                    let _ = client.ack(&publish).await;
+                                }
+                            });
+                        }
+                        // Rejected messages are acknowledged, or they would come back forever.
+                        None => {
+                            let _ = client.ack(&publish).await;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let text = e.to_string();
+                    if text != last_error {
+                        warn!(message = "Cannot reach the site's MQTT broker; retrying.", host = %lan.host, port = lan.port, error = %text, stage = "source");
+                        last_error = text;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_filters_match_like_mqtt() {
+        assert!(matches("hub/+/hr", "hub/band-07/hr"));
+        assert!(!matches("hub/+/hr", "hub/band-07/spo2"));
+        assert!(!matches("hub/+/hr", "hub/band-07/hr/x"));
+        assert!(matches("hub/#", "hub/band-07/hr"));
+        assert!(matches("#", "anything/at/all"));
+        assert!(!matches("hub/a", "hub"));
+    }
+
+    #[test]
+    fn ids_from_devices_are_made_safe() {
+        assert_eq!(sanitize("band 07/x#"), "band07x");
+        assert_eq!(sanitize(&"a".repeat(100)).len(), 48);
+    }
+
+    #[test]
+    fn log_limit_counts_what_it_leaves_out() {
+        let mut l = LogLimit::new(Duration::from_secs(60));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        l.next = Instant::now();
+        assert_eq!(l.allow(), Some(2));
+    }
+}
