@@ -72,11 +72,17 @@ fn config(listen: SocketAddr) -> Config {
     }
 }
 
-/// Sends an MQTT 3.1.1 CONNECT and waits for a successful CONNACK.
+/// Sends an MQTT 3.1.1 CONNECT and waits for a CONNACK.
 pub fn probe(port: u16, within: Duration) -> bool {
+    probe_as(port, None, within)
+}
+
+/// Like [`probe`], logging in with `(username, password)` where the broker
+/// has accounts (rumqttd drops a connection it refuses without a CONNACK).
+pub fn probe_as(port: u16, account: Option<(&str, &str)>, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if try_connect(port).unwrap_or(false) {
+        if try_connect(port, account).unwrap_or(false) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -84,29 +90,34 @@ pub fn probe(port: u16, within: Duration) -> bool {
     false
 }
 
-fn try_connect(port: u16) -> std::io::Result<bool> {
+fn try_connect(port: u16, account: Option<(&str, &str)>) -> std::io::Result<bool> {
     let mut stream = TcpStream::connect_timeout(
         &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         Duration::from_secs(1),
     )?;
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;
-    let client_id = b"fitedge-probe";
-    let mut packet = vec![0x10, (12 + client_id.len()) as u8];
-    packet.extend_from_slice(&[
-        0,
-        4,
-        b'M',
-        b'Q',
-        b'T',
-        b'T',
-        4,
-        0x02,
-        0,
-        10,
-        0,
-        client_id.len() as u8,
-    ]);
-    packet.extend_from_slice(client_id);
+    let field = |out: &mut Vec<u8>, text: &[u8]| {
+        out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        out.extend_from_slice(text);
+    };
+    let flags = if account.is_some() { 0xC2 } else { 0x02 };
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 10];
+    field(&mut body, b"fitedge-probe");
+    if let Some((user, password)) = account {
+        field(&mut body, user.as_bytes());
+        field(&mut body, password.as_bytes());
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let byte = (len % 128) as u8;
+        len /= 128;
+        packet.push(if len > 0 { byte | 0x80 } else { byte });
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend_from_slice(&body);
     stream.write_all(&packet)?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack)?;
@@ -148,6 +159,10 @@ pub fn lan(lan: &crate::config::EmbeddedLan) -> Broker {
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 1883))),
     );
     config.router.max_connections = lan.max_connections + 1; // + the gateway's own link
+                                                             // Messages wait in memory only until the gateway's link reads them:
+                                                             // keep that log small on a box with 512 MB.
+    config.router.max_segment_size = 4 * 1024 * 1024;
+    config.router.max_segment_count = 4;
     config.v4 = Some(servers);
     Broker::new(config)
 }

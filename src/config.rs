@@ -754,6 +754,16 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
     }
 }
 
+impl Device {
+    /// The MQTT topic filter of an MQTT device, when the config sets one.
+    pub fn transport_topic(&self) -> Option<&str> {
+        match &self.transport {
+            DeviceTransport::Mqtt(m) => m.topic.as_deref(),
+            DeviceTransport::Serial(_) => None,
+        }
+    }
+}
+
 /// Whether `filter` is a valid MQTT topic filter.
 pub fn valid_filter(filter: &str) -> bool {
     let levels: Vec<&str> = filter.split('/').collect();
@@ -914,7 +924,9 @@ parity = "even"
         assert_eq!(c.buffer.dir, PathBuf::from("/etc/fitedge/buf"));
         assert_eq!(c.profile_dirs, vec![PathBuf::from("/etc/fitedge/profiles")]);
         assert_eq!(c.buffer.full_policy, FullPolicy::DropOldest);
-        let DeviceTransport::Serial(s) = &c.devices[0].transport;
+        let DeviceTransport::Serial(s) = &c.devices[0].transport else {
+            panic!("serial")
+        };
         assert_eq!(s.parity, Parity::Even);
         assert_eq!(s.port, PortRef::Path(PathBuf::from("/dev/ttyUSB0")));
     }
@@ -972,7 +984,9 @@ parity = "even"
     fn a_usb_adapter_can_stand_for_the_port() {
         let text = GOOD.replace("port = \"/dev/ttyUSB0\"", "usb = \"1a86:7523:ABC\"");
         let c = parse_str(&text).unwrap();
-        let DeviceTransport::Serial(s) = &c.devices[0].transport;
+        let DeviceTransport::Serial(s) = &c.devices[0].transport else {
+            panic!("serial")
+        };
         assert_eq!(
             s.port,
             PortRef::Usb(UsbId {
@@ -993,6 +1007,43 @@ parity = "even"
         assert!(parse_str(&bad).unwrap_err()[0]
             .message
             .contains("not VID:PID"));
+    }
+
+    #[test]
+    fn mqtt_devices_need_a_lan_section_and_valid_accounts() {
+        let mqtt = "\n[[device]]\nid = \"hub-1\"\nprofile = \"heart-rate-band-hub-json\"\n[device.transport]\ntype = \"mqtt\"\ntopic = \"hub/+/hr\"\n";
+        let without = format!("{GOOD}{mqtt}");
+        assert!(parse_str(&without).unwrap_err()[0]
+            .message
+            .contains("no [lan] section"));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("users"),
+            "# accounts\nhub-1:secret\nbroken-line\n",
+        )
+        .unwrap();
+        let lan = format!(
+            "\n[lan]\ntype = \"embedded\"\nlisten = [\"127.0.0.1:1884\"]\nusers_file = \"{}\"\n",
+            dir.path().join("users").display()
+        );
+        let text = GOOD.replace("[upstream]", &format!("{lan}\n[upstream]"));
+        let problems = parse_str(&format!("{text}{mqtt}")).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            (problems[0].line, problems[0].message.as_str()),
+            (Some(3), "not a user:password line")
+        );
+        std::fs::write(dir.path().join("users"), "hub-1:secret\n").unwrap();
+        let c = parse_str(&format!("{text}{mqtt}")).unwrap();
+        let Some(Lan::Embedded(e)) = &c.lan else {
+            panic!("embedded")
+        };
+        assert_eq!(e.users["hub-1"], "secret");
+        assert_eq!(c.devices[1].transport_topic(), Some("hub/+/hr"));
+        let bad_topic = format!("{text}{}", mqtt.replace("hub/+/hr", "hub/#/hr"));
+        assert!(parse_str(&bad_topic).unwrap_err()[0]
+            .message
+            .contains("not an MQTT topic filter"));
     }
 
     #[test]

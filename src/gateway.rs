@@ -224,7 +224,8 @@ pub async fn run(
         message = "Gateway stopped.",
         accepted = snapshot.records_accepted,
         acknowledged = snapshot.records_acked,
-        unacknowledged = outbox.lock().unwrap_or_else(|p| p.into_inner()).pending()
+        unacknowledged = outbox.lock().unwrap_or_else(|p| p.into_inner()).pending(),
+        lan_durable_ms_median = snapshot.lan_durable_ms_median.unwrap_or_default()
     );
     Ok(snapshot)
 }

@@ -38,6 +38,43 @@ pub struct MqttDevice {
     pub filter: String,
 }
 
+/// A device with its decoder, rebuilt only when its profile is reloaded.
+struct Routed {
+    device: MqttDevice,
+    decoder: crate::profile::DeviceDecoder,
+    topic_level: Option<usize>,
+}
+
+impl Routed {
+    fn new(mut device: MqttDevice) -> Routed {
+        let topic_level = device
+            .ctx
+            .profile
+            .borrow_and_update()
+            .matcher
+            .device_topic_level;
+        Routed {
+            decoder: device.ctx.decoder(),
+            topic_level,
+            device,
+        }
+    }
+
+    fn refresh(&mut self) {
+        if self.device.ctx.profile.has_changed().unwrap_or(false) {
+            let topic_level = self
+                .device
+                .ctx
+                .profile
+                .borrow_and_update()
+                .matcher
+                .device_topic_level;
+            self.decoder = self.device.ctx.decoder();
+            self.topic_level = topic_level;
+        }
+    }
+}
+
 /// Whether `topic` matches the MQTT `filter` (`+` one level, `#` the rest).
 pub fn matches(filter: &str, topic: &str) -> bool {
     let mut topic_levels = topic.split('/');
@@ -90,7 +127,7 @@ impl LogLimit {
 
 /// Routes and decodes messages; shared by both modes.
 struct Router {
-    devices: Vec<MqttDevice>,
+    devices: Vec<Routed>,
     stats: Arc<Stats>,
     unmatched_log: LogLimit,
     rejected_log: LogLimit,
@@ -100,7 +137,11 @@ impl Router {
     /// Turns one message into a record, or counts and (rate-limited) logs
     /// why not.
     fn route(&mut self, topic: &str, payload: &[u8]) -> Option<Record> {
-        let Some(device) = self.devices.iter().find(|d| matches(&d.filter, topic)) else {
+        let Some(routed) = self
+            .devices
+            .iter_mut()
+            .find(|d| matches(&d.device.filter, topic))
+        else {
             self.stats.lan_unmatched.fetch_add(1, Relaxed);
             if let Some(suppressed) = self.unmatched_log.allow() {
                 warn!(
@@ -112,15 +153,14 @@ impl Router {
             }
             return None;
         };
-        let ctx = &device.ctx;
-        let profile = ctx.profile.borrow().clone();
-        match ctx.decoder().decode_message(payload) {
+        routed.refresh();
+        let ctx = &routed.device.ctx;
+        match routed.decoder.decode_message(payload) {
             Ok(measurement) => {
                 ctx.stats.frames_ok.fetch_add(1, Relaxed);
                 let sub = measurement.device.clone().or_else(|| {
-                    profile
-                        .matcher
-                        .device_topic_level
+                    routed
+                        .topic_level
                         .and_then(|l| topic.split('/').nth(l))
                         .map(str::to_string)
                 });
@@ -157,6 +197,7 @@ pub async fn run(
     let Some(records) = devices.first().map(|d| d.ctx.records.clone()) else {
         return;
     };
+    let devices = devices.into_iter().map(Routed::new).collect();
     let router = Router {
         devices,
         stats: stats.clone(),
@@ -195,17 +236,24 @@ async fn embedded_broker(
             }
         })
         .ok();
-    for d in &router.devices {
-        if let Err(e) = link_tx.subscribe(d.filter.clone()) {
-            error!(message = "LAN broker refused a subscription.", filter = %d.filter, error = %e, stage = "source");
-        }
+    // Everything published on the LAN broker comes to the gateway, so that
+    // messages from no configured device are seen (and counted) too.
+    if let Err(e) = link_tx.subscribe("#") {
+        return error!(message = "LAN broker refused the gateway's subscription.", error = %e, stage = "source");
     }
+    let account = lan.users.iter().next().map(|(u, p)| (u.clone(), p.clone()));
     for addr in &lan.listen {
         let port = addr.port();
-        let up =
-            tokio::task::spawn_blocking(move || crate::broker::probe(port, Duration::from_secs(5)))
-                .await
-                .unwrap_or(false);
+        let account = account.clone();
+        let up = tokio::task::spawn_blocking(move || {
+            crate::broker::probe_as(
+                port,
+                account.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+                Duration::from_secs(5),
+            )
+        })
+        .await
+        .unwrap_or(false);
         if up {
             info!(message = "LAN broker listening.", address = %addr, accounts = lan.users.len());
         } else {
@@ -229,6 +277,12 @@ async fn embedded_broker(
                             stats.note_lan_durable(received.elapsed());
                         }
                     });
+                }
+                // The router paused this link because its queue filled up: ask for more.
+                Ok(Some(Notification::Unschedule)) => {
+                    if let Err(e) = link_rx.wake().await {
+                        return error!(message = "LAN broker link closed; MQTT devices are off.", error = %e, stage = "source");
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => return error!(message = "LAN broker link closed; MQTT devices are off.", error = %e, stage = "source"),
@@ -268,7 +322,11 @@ async fn subscribe_broker(
         options.set_credentials(user.clone(), lan.password.clone().unwrap_or_default());
     }
     let (client, mut eventloop) = AsyncClient::new(options, 256);
-    let filters: Vec<String> = router.devices.iter().map(|d| d.filter.clone()).collect();
+    let filters: Vec<String> = router
+        .devices
+        .iter()
+        .map(|d| d.device.filter.clone())
+        .collect();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut last_error = String::new();
     loop {

@@ -1,0 +1,386 @@
+//! LAN MQTT devices with real MQTT clients: a band hub for 20 wearers over
+//! the embedded broker, wrong credentials refused, a malformed-payload storm
+//! while good devices keep flowing, and (against mosquitto as the site's
+//! broker) a gateway killed mid-stream losing nothing the broker holds.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{broker, Daemon, Mosquitto, Platform};
+use rumqttc::{Client, ConnectionError, Event, MqttOptions, Packet, QoS};
+
+const HUB_USER: &str = "hr-hub-1";
+const HUB_PASSWORD: &str = "hub-secret";
+
+/// A gateway config with one band hub on the LAN side (`lan` is the
+/// `[lan]` table's body).
+fn hub_config(dir: &Path, upstream: u16, lan: &str) -> PathBuf {
+    std::fs::write(
+        dir.join("lan-users"),
+        format!("{HUB_USER}:{HUB_PASSWORD}\nspare:other\n"),
+    )
+    .unwrap();
+    let config = common::write_config(dir, upstream, &[]);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace("[upstream]", &format!("[lan]\n{lan}\n\n[upstream]"));
+    text.push_str("\n[[device]]\nid = \"hr-hub-1\"\nprofile = \"heart-rate-band-hub-json\"\n[device.transport]\ntype = \"mqtt\"\n");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn embedded(port: u16) -> String {
+    format!("type = \"embedded\"\nlisten = [\"127.0.0.1:{port}\"]\nusers_file = \"lan-users\"\nmax_payload_bytes = 4096")
+}
+
+/// An MQTT client on its own thread; `publish` queues, the thread drives it.
+struct Device {
+    client: Client,
+    connected: std::sync::mpsc::Receiver<Result<(), String>>,
+}
+
+impl Device {
+    fn connect(port: u16, id: &str, user: &str, password: &str) -> Device {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options
+            .set_credentials(user, password)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut connection) = Client::new(options, 1000);
+        let (tx, connected) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = tx.send(Ok(()));
+                    }
+                    Ok(_) => {}
+                    Err(ConnectionError::ConnectionRefused(code)) => {
+                        let _ = tx.send(Err(format!("{code:?}")));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string()));
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        });
+        Device { client, connected }
+    }
+
+    /// Waits for the first connect attempt's outcome.
+    fn outcome(&self) -> Result<(), String> {
+        self.connected
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| Err("no answer".into()))
+    }
+}
+
+fn wait_log(daemon: &Daemon, text: &str) {
+    let seen = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        daemon.log_text().contains(text)
+    });
+    assert!(seen, "log never said {text:?}:\n{}", daemon.log_text());
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_band_hub_for_20_wearers_arrives_upstream_per_band() {
+    let upstream = broker();
+    let platform = Platform::subscribe(upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let lan_port = free_port();
+    let config = hub_config(dir.path(), upstream, &embedded(lan_port));
+    let daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "LAN broker listening.");
+    let hub = Device::connect(lan_port, "hub-client", HUB_USER, HUB_PASSWORD);
+    hub.outcome().expect("the hub's account is accepted");
+    let mut rng = fastrand::Rng::with_seed(20);
+    let mut sent = BTreeMap::new();
+    for round in 0..10u64 {
+        for band in 1..=20u32 {
+            let seq = round * 20 + band as u64;
+            let frame = fitedge::sim::band_message(band, seq, &mut rng);
+            hub.client
+                .publish(
+                    "hub/hr-hub-1/hr",
+                    QoS::AtLeastOnce,
+                    false,
+                    frame.bytes.clone(),
+                )
+                .unwrap();
+            sent.insert(seq, (band, frame));
+        }
+    }
+    assert!(
+        platform.wait_until(Duration::from_secs(30), |r| r.records.len() >= 200),
+        "{} of 200:\n{}",
+        platform.record_count(),
+        daemon.log_text()
+    );
+    let mut daemon = daemon;
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon
+        .wait(Duration::from_secs(15))
+        .expect("stops")
+        .success());
+    let log = daemon.log_text();
+    let window = log
+        .lines()
+        .find(|l| l.contains("Gateway stopped."))
+        .and_then(|l| l.split("lan_durable_ms_median=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
+    println!("band hub: 200 messages from 20 bands; median time from the embedded broker's receipt to the record being durable: {window} ms");
+    let records = platform.records();
+    let devices: BTreeSet<&str> = records.iter().map(|r| r.device_id.as_str()).collect();
+    assert_eq!(devices.len(), 20, "one device id a band: {devices:?}");
+    for r in &records {
+        assert_eq!(r.transport, fitedge::record::Transport::Mqtt);
+        assert_eq!(r.profile_id, "heart-rate-band-hub-json");
+        let seq = r.attributes["seq"]
+            .as_u64()
+            .expect("the hub's own counter passes through");
+        let (band, frame) = &sent[&seq];
+        assert_eq!(r.device_id, format!("hr-hub-1.band-{band:02}"));
+        assert_eq!(r.subject_ref.as_deref(), Some(frame.subject.as_str()));
+        assert_eq!(
+            r.value("vital.heart_rate").unwrap().value,
+            frame.values[0].1
+        );
+    }
+}
+
+#[test]
+fn wrong_credentials_are_refused() {
+    let upstream = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let lan_port = free_port();
+    let config = hub_config(dir.path(), upstream, &embedded(lan_port));
+    let daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "LAN broker listening.");
+    assert!(
+        Device::connect(lan_port, "intruder", HUB_USER, "guess")
+            .outcome()
+            .is_err(),
+        "a wrong password is refused"
+    );
+    assert!(
+        Device::connect(lan_port, "stranger", "nobody", "x")
+            .outcome()
+            .is_err(),
+        "an unknown user is refused"
+    );
+    assert!(
+        Device::connect(lan_port, "hub", HUB_USER, HUB_PASSWORD)
+            .outcome()
+            .is_ok(),
+        "the right account still works"
+    );
+}
+
+#[test]
+fn a_malformed_storm_does_not_stop_good_devices_and_memory_stays_bounded() {
+    let upstream = broker();
+    let platform = Platform::subscribe(upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let lan_port = free_port();
+    let config = hub_config(dir.path(), upstream, &embedded(lan_port));
+    let daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "LAN broker listening.");
+    let hub = Device::connect(lan_port, "hub-client", HUB_USER, HUB_PASSWORD);
+    hub.outcome().unwrap();
+    let storm = Device::connect(lan_port, "storm", "spare", "other");
+    storm.outcome().unwrap();
+    // Warm up, then measure.
+    let mut rng = fastrand::Rng::with_seed(30);
+    for seq in 1..=20 {
+        hub.client
+            .publish(
+                "hub/hr-hub-1/hr",
+                QoS::AtLeastOnce,
+                false,
+                fitedge::sim::band_message(1, seq, &mut rng).bytes,
+            )
+            .unwrap();
+    }
+    assert!(platform.wait_until(Duration::from_secs(20), |r| r.records.len() >= 20));
+    let rss_before = rss_kb(daemon.child.id());
+    let mut seq = 20;
+    let mut rss_mid = 0;
+    let storm_size: u32 = std::env::var("FITEDGE_STORM_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    for i in 0..storm_size {
+        let (topic, payload): (&str, Vec<u8>) = match i % 5 {
+            0 => ("hub/hr-hub-1/hr", b"\x00\xff not json at all".to_vec()),
+            1 => (
+                "hub/hr-hub-1/hr",
+                br#"{"band":"band-09","hr":"fast"}"#.to_vec(),
+            ),
+            2 => (
+                "hub/hr-hub-1/hr",
+                br#"{"band":["x"],"hr":{"deep":[1,2,3]}}"#.to_vec(),
+            ),
+            3 => ("unknown/device/topic", br#"{"hr":70}"#.to_vec()),
+            _ => ("hub/hr-hub-1/hr", vec![b'{'; 3000]),
+        };
+        storm
+            .client
+            .publish(topic, QoS::AtMostOnce, false, payload)
+            .unwrap();
+        if i == storm_size / 2 {
+            std::thread::sleep(Duration::from_millis(500));
+            rss_mid = rss_kb(daemon.child.id());
+        }
+        if i % 50 == 0 {
+            seq += 1;
+            hub.client
+                .publish(
+                    "hub/hr-hub-1/hr",
+                    QoS::AtLeastOnce,
+                    false,
+                    fitedge::sim::band_message(2, seq, &mut rng).bytes,
+                )
+                .unwrap();
+        }
+    }
+    let good = (seq - 20) as usize;
+    assert!(
+        platform.wait_until(Duration::from_secs(60), |r| r.records.len() >= 20 + good),
+        "good readings during the storm: {} of {}\n{}",
+        platform.record_count() - 20,
+        good,
+        daemon
+            .log_text()
+            .lines()
+            .filter(|l| !l.contains("DEBUG"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Oversized payloads are refused by the broker itself.
+    storm
+        .client
+        .publish("hub/hr-hub-1/hr", QoS::AtMostOnce, false, vec![b'x'; 8192])
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after = rss_kb(daemon.child.id());
+    let log = daemon.log_text();
+    let rejected_lines = log
+        .lines()
+        .filter(|l| l.contains("MQTT payload rejected."))
+        .count();
+    println!("storm: {storm_size} malformed messages, {good} good readings all delivered, gateway RSS {rss_before} kB -> {rss_mid} kB (half) -> {rss_after} kB (end), {rejected_lines} rejection log lines");
+    assert!(
+        rss_after < rss_mid + 8 * 1024,
+        "memory keeps growing in the second half: {rss_mid} kB -> {rss_after} kB"
+    );
+    assert!(daemon.child.id() > 0 && rss_after > 0);
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "memory grew from {rss_before} kB to {rss_after} kB"
+    );
+    assert!(
+        rejected_lines <= 10,
+        "rejections are logged rate-limited, not one line each ({rejected_lines})"
+    );
+    assert!(
+        log.contains("MQTT message from no configured device"),
+        "unknown topics are reported"
+    );
+    let records = platform.records();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.device_id == "hr-hub-1.band-09")
+            .count(),
+        0,
+        "nothing malformed got through"
+    );
+}
+
+#[test]
+fn subscribing_to_the_site_broker_loses_nothing_when_the_gateway_is_killed() {
+    let Some(site) = Mosquitto::start() else {
+        return;
+    };
+    let upstream = broker();
+    let platform = Platform::subscribe(upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let config = hub_config(
+        dir.path(),
+        upstream,
+        &format!(
+            "type = \"subscribe\"\nhost = \"127.0.0.1\"\nport = {}",
+            site.port
+        ),
+    );
+    let mut daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "Subscribed to the site's MQTT broker.");
+    std::thread::sleep(Duration::from_millis(300));
+    let hub = Device::connect(site.port, "site-hub", "x", "y");
+    hub.outcome().unwrap();
+    let mut rng = fastrand::Rng::with_seed(40);
+    let total = 300u64;
+    for seq in 1..=total {
+        hub.client
+            .publish(
+                "hub/hr-hub-1/hr",
+                QoS::AtLeastOnce,
+                false,
+                fitedge::sim::band_message((seq % 20 + 1) as u32, seq, &mut rng).bytes,
+            )
+            .unwrap();
+        if seq == 150 {
+            std::thread::sleep(Duration::from_millis(100));
+            daemon.signal(libc::SIGKILL);
+            daemon.wait(Duration::from_secs(10));
+        }
+        if seq == 200 {
+            daemon = Daemon::start(&config, 1);
+            wait_log(&daemon, "Subscribed to the site's MQTT broker.");
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let got = |p: &Platform| {
+        p.records()
+            .iter()
+            .filter_map(|r| r.attributes.get("seq").and_then(|s| s.as_u64()))
+            .collect::<BTreeSet<u64>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got(&platform).len() < total as usize && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seqs = got(&platform);
+    let missing: Vec<u64> = (1..=total).filter(|s| !seqs.contains(s)).collect();
+    println!("site broker: {total} hub messages, gateway killed once, {} delivered, {} duplicates, missing {missing:?}", seqs.len(), platform.record_count() - seqs.len());
+    assert!(
+        missing.is_empty(),
+        "messages the site broker held were lost: {missing:?}"
+    );
+}
