@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -91,18 +90,7 @@ fn config_with(
 
 fn drain_and_stop(daemon: &mut Daemon, station: &Station, platform: &Platform) {
     station.pause();
-    let written = station.written().len();
-    let received = |p: &Platform| {
-        p.records()
-            .iter()
-            .filter_map(|r| r.subject_ref.clone())
-            .collect::<BTreeSet<_>>()
-            .len()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while received(platform) < written && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    platform.wait_quiet(Duration::from_secs(2), Duration::from_secs(60));
     daemon.signal(libc::SIGTERM);
     let status = daemon
         .wait(Duration::from_secs(15))

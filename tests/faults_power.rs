@@ -256,7 +256,7 @@ fn the_daemon_loses_no_accepted_record_across_power_cuts() {
         daemon.log_text()
     );
     station.pause();
-    std::thread::sleep(Duration::from_millis(500));
+    platform.wait_quiet(Duration::from_secs(2), Duration::from_secs(60));
     daemon.signal(libc::SIGTERM);
     assert!(daemon
         .wait(Duration::from_secs(15))

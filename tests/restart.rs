@@ -57,7 +57,7 @@ fn every_accepted_record_arrives_across_kills_and_a_clean_restart() {
     let before = platform.record_count();
     assert!(platform.wait_until(Duration::from_secs(30), |r| r.records.len() >= before + 100));
     station.pause();
-    std::thread::sleep(Duration::from_millis(300));
+    platform.wait_quiet(Duration::from_secs(1), Duration::from_secs(30));
     daemon.signal(libc::SIGTERM);
     let status = daemon
         .wait(Duration::from_secs(15))
@@ -75,7 +75,7 @@ fn every_accepted_record_arrives_across_kills_and_a_clean_restart() {
     let before = platform.record_count();
     assert!(platform.wait_until(Duration::from_secs(30), |r| r.records.len() >= before + 50));
     station.pause();
-    std::thread::sleep(Duration::from_millis(300));
+    platform.wait_quiet(Duration::from_secs(1), Duration::from_secs(30));
     daemon.signal(libc::SIGTERM);
     assert!(daemon
         .wait(Duration::from_secs(15))

@@ -119,6 +119,21 @@ impl Platform {
     pub fn record_count(&self) -> usize {
         self.received.lock().unwrap().records.len()
     }
+
+    /// Waits until nothing new has arrived for `quiet` (at most `within`).
+    pub fn wait_quiet(&self, quiet: Duration, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut last = (self.record_count(), Instant::now());
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            let count = self.record_count();
+            if count != last.0 {
+                last = (count, Instant::now());
+            } else if last.1.elapsed() >= quiet {
+                return;
+            }
+        }
+    }
 }
 
 /// Sequence numbers received, with duplicates counted.
@@ -157,6 +172,7 @@ keep_alive_seconds = 5
 inflight_window = 20
 reconnect_min_ms = 100
 reconnect_max_seconds = 1
+backlog_per_second = 5000
 
 [buffer]
 dir = "{buffer}"
