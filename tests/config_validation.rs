@@ -223,3 +223,20 @@ fn a_missing_config_file_says_what_to_do() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_serial_device_with_an_mqtt_message_profile_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        1883,
+        &[DeviceEntry {
+            id: "hub",
+            profile: "heart-rate-band-hub-json",
+            port: Path::new("/dev/null"),
+        }],
+    );
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78);
+    assert!(stderr.contains("frames whole MQTT messages"), "{stderr}");
+}

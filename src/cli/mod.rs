@@ -166,6 +166,19 @@ pub fn load(path: &Path) -> Result<(Config, HashMap<String, Profile>), Vec<Probl
             }
         }
     }
+    for device in &config.devices {
+        let message_framed = profiles
+            .get(&device.profile)
+            .is_some_and(|p| p.frame == profile::FrameSpec::Message);
+        if message_framed && matches!(device.transport, config::DeviceTransport::Serial(_)) {
+            problems.push(Problem {
+                file: path.to_path_buf(),
+                line: config::device_line(&text, &device.id),
+                message: format!("device \"{}\" is serial but profile \"{}\" frames whole MQTT messages", device.id, device.profile),
+                fix: "use a profile with a byte-stream framing (line, stx_etx, header, ...) or make the device type = \"mqtt\"".into(),
+            });
+        }
+    }
     if problems.is_empty() {
         Ok((config, profiles))
     } else {
