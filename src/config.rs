@@ -28,7 +28,12 @@ pub struct Config {
     pub devices: Vec<Device>,
     /// How LAN MQTT devices reach the gateway, when any do.
     pub lan: Option<Lan>,
+    /// Where the status endpoint (`fitedge status`, `/metrics`) listens.
+    pub status_listen: Option<std::net::SocketAddr>,
 }
+
+/// The status endpoint's default address: localhost only.
+pub const DEFAULT_STATUS: &str = "127.0.0.1:9717";
 
 /// The gateway's MQTT side facing the site's LAN devices.
 #[derive(Debug, Clone)]
@@ -188,6 +193,25 @@ struct RawConfig {
     devices: Vec<RawDevice>,
     #[serde(default)]
     lan: Option<Spanned<RawLan>>,
+    #[serde(default)]
+    status: Option<Spanned<RawStatus>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    #[serde(default = "default_status")]
+    listen: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn default_status() -> String {
+    DEFAULT_STATUS.to_string()
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -715,8 +739,24 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
         .lan
         .as_ref()
         .map(|lan| validate_lan(src, base, lan, raw.gateway_id.get_ref(), problems));
+    let status_listen = match &raw.status {
+        None => DEFAULT_STATUS.parse().ok(),
+        Some(s) if !s.get_ref().enabled => None,
+        Some(s) => match s.get_ref().listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(src.problem(
+                    Some(src.key_span(s.span(), "listen")),
+                    format!("status listen \"{}\" is not IP:PORT", s.get_ref().listen),
+                    "keep it on localhost, e.g. \"127.0.0.1:9717\"",
+                ));
+                None
+            }
+        },
+    };
     Config {
         lan,
+        status_listen,
         gateway_id: raw.gateway_id.into_inner(),
         site_id: raw.site_id.into_inner(),
         profile_dirs: raw

@@ -189,6 +189,15 @@ pub async fn run(
         handle.reload.clone(),
         stats.clone(),
     ));
+    let _endpoint = config.status_listen.and_then(|listen| {
+        crate::report::serve(
+            listen,
+            config.gateway_id.clone(),
+            config.site_id.clone(),
+            stats.clone(),
+            outbox.clone(),
+        )
+    });
     let watchdog = {
         let writer_done = writer_done.clone();
         tokio::spawn(feed_watchdog(

@@ -14,7 +14,8 @@
 //! - [`uplink`]: the MQTT forwarder to the platform.
 //! - [`gateway`]: wires the stages together and runs them.
 //! - [`vocabulary`], [`units`]: canonical metrics and unit conversion.
-//! - [`status`], [`clock`], [`problem`]: counters, time, user-facing errors.
+//! - [`status`], [`report`]: counters, the heartbeat and the localhost
+//!   status endpoint; [`clock`], [`problem`]: time, user-facing errors.
 //! - [`sim`], [`broker`]: simulated instruments and an embedded broker for
 //!   the demo and the tests.
 
@@ -26,6 +27,7 @@ pub mod outbox;
 pub mod problem;
 pub mod profile;
 pub mod record;
+pub mod report;
 pub mod sim;
 pub mod source;
 pub mod status;

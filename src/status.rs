@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Counters for one device.
 #[derive(Debug, Default)]
@@ -18,9 +18,23 @@ pub struct DeviceStats {
     pub requests_unanswered: AtomicU64,
     pub connected: AtomicBool,
     pub last_error: Mutex<Option<String>>,
+    /// The last reading: when, and its values in brief.
+    pub last_reading: Mutex<Option<String>>,
 }
 
 impl DeviceStats {
+    /// Remembers `record` as the device's last reading.
+    pub fn note_reading(&self, record: &crate::record::Record) {
+        let values: Vec<String> = record
+            .values
+            .iter()
+            .map(|v| format!("{}={} {}", v.metric, v.value, v.unit))
+            .collect();
+        if let Ok(mut last) = self.last_reading.lock() {
+            *last = Some(format!("{} {}", record.received_at, values.join(", ")));
+        }
+    }
+
     pub fn set_error(&self, error: impl Into<String>) {
         if let Ok(mut e) = self.last_error.lock() {
             *e = Some(error.into());
@@ -58,7 +72,7 @@ pub struct Stats {
 }
 
 /// A point-in-time copy of the counters, as reported.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
     pub records_accepted: u64,
     pub records_refused: u64,
@@ -80,7 +94,7 @@ pub struct Snapshot {
     pub devices: BTreeMap<String, DeviceSnapshot>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeviceSnapshot {
     pub connected: bool,
     pub frames_ok: u64,
@@ -89,6 +103,8 @@ pub struct DeviceSnapshot {
     pub requests_unanswered: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reading: Option<String>,
 }
 
 impl Stats {
@@ -142,10 +158,41 @@ impl Stats {
                             frames_ignored: d.frames_ignored.load(Relaxed),
                             requests_unanswered: d.requests_unanswered.load(Relaxed),
                             last_error,
+                            last_reading: d.last_reading.lock().ok().and_then(|r| r.clone()),
                         },
                     )
                 })
                 .collect(),
         }
+    }
+}
+
+/// What the heartbeat and `fitedge status` report: progress and counters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Health {
+    /// Records waiting for a PUBACK.
+    pub unacknowledged: u64,
+    /// Age of the oldest of them, in seconds (this boot only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_unacknowledged_seconds: Option<u64>,
+    /// Seconds since the last PUBACK for a record, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ack_seconds: Option<u64>,
+    pub counters: Snapshot,
+}
+
+/// The gateway's figures now.
+pub fn health(stats: &Stats, outbox: &Mutex<crate::outbox::Outbox>) -> Health {
+    let (unacknowledged, oldest) = {
+        let outbox = outbox.lock().unwrap_or_else(|p| p.into_inner());
+        (outbox.pending(), outbox.oldest_age_ms())
+    };
+    let last_ack = stats.last_ack_uptime_ms.load(Relaxed);
+    Health {
+        unacknowledged,
+        oldest_unacknowledged_seconds: oldest.map(|ms| ms / 1000),
+        last_ack_seconds: (last_ack > 0)
+            .then(|| crate::clock::uptime_ms().saturating_sub(last_ack) / 1000),
+        counters: stats.snapshot(),
     }
 }

@@ -35,7 +35,7 @@ use crate::clock::Stamp;
 use crate::config::Upstream;
 use crate::outbox::{Outbox, Stored};
 use crate::source::Backoff;
-use crate::status::{Snapshot, Stats};
+use crate::status::{Health, Stats};
 
 /// How long a stopping uplink waits for outstanding PUBACKs.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -63,20 +63,6 @@ pub struct StatusMessage<'a> {
     /// The figures, in heartbeats (absent from the last will).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
-}
-
-/// What the heartbeat reports: progress and counters.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Health {
-    /// Records waiting for a PUBACK.
-    pub unacknowledged: u64,
-    /// Age of the oldest of them, in seconds (this boot only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub oldest_unacknowledged_seconds: Option<u64>,
-    /// Seconds since the last PUBACK for a record, if there was one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_ack_seconds: Option<u64>,
-    pub counters: Snapshot,
 }
 
 impl<'a> StatusMessage<'a> {
@@ -375,18 +361,7 @@ impl Uplink {
 
     /// The gateway's figures for the status topic.
     pub fn health(&self) -> Health {
-        let (unacknowledged, oldest) = {
-            let outbox = self.lock();
-            (outbox.pending(), outbox.oldest_age_ms())
-        };
-        let last_ack = self.stats.last_ack_uptime_ms.load(Relaxed);
-        Health {
-            unacknowledged,
-            oldest_unacknowledged_seconds: oldest.map(|ms| ms / 1000),
-            last_ack_seconds: (last_ack > 0)
-                .then(|| crate::clock::uptime_ms().saturating_sub(last_ack) / 1000),
-            counters: self.stats.snapshot(),
-        }
+        crate::status::health(&self.stats, &self.outbox)
     }
 
     fn publish_status(

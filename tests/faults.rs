@@ -83,7 +83,7 @@ fn config_with(
     );
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("[buffer]", &format!("{extra_upstream}\n[buffer]"));
+        .replace("[status]", &format!("{extra_upstream}\n[status]"));
     std::fs::write(&config, text).unwrap();
     config
 }

@@ -150,6 +150,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     let mut devices = devices;
     let lan = lan_broker(lan_port, &mut devices);
     let config = Config {
+        status_listen: None,
         lan,
         gateway_id: GATEWAY.into(),
         site_id: SITE.into(),

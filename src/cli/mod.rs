@@ -55,6 +55,17 @@ pub enum Command {
     /// Inspect a stopped gateway's buffer.
     #[command(subcommand)]
     Buffer(BufferCommand),
+    /// Show a running gateway's uplink, buffer, devices and counters.
+    Status {
+        /// The status endpoint (default: [status] listen of the config).
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Print the raw JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,14 +126,28 @@ pub struct DecodeArgs {
 
 /// Sets up logging to stderr.
 pub fn init_logging(cli: &Cli) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = "info,rumqttd=off,rumqttc=warn";
-    let filter = cli
-        .log
-        .as_deref()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
+    let filter = || {
+        cli.log
+            .as_deref()
+            .and_then(|f| EnvFilter::try_new(f).ok())
+            .unwrap_or_else(|| EnvFilter::new(default))
+    };
+    // Under systemd, log to the journal with structured fields (the device
+    // span's id, profile, record id, stage, error) instead of text.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            let _ = tracing_subscriber::registry()
+                .with(filter())
+                .with(journald.with_syslog_identifier("fitedge".into()))
+                .try_init();
+            return;
+        }
+    }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
@@ -138,6 +163,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Profile(ProfileCommand::Test { paths }) => profile_test(&paths),
         Command::Decode(args) => decode(args),
         Command::Buffer(command) => buffer(command),
+        Command::Status {
+            address,
+            config,
+            json,
+        } => status(address, &config, json),
     }
 }
 
@@ -427,6 +457,36 @@ fn decode(args: DecodeArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DATA)
+    }
+}
+
+fn status(address: Option<std::net::SocketAddr>, path: &Path, json: bool) -> ExitCode {
+    let address = address
+        .or_else(|| config::load(path).ok().and_then(|c| c.status_listen))
+        .or_else(|| config::DEFAULT_STATUS.parse().ok());
+    let Some(address) = address else {
+        eprintln!(
+            "fitedge status: the status endpoint is disabled in {}",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    match crate::report::fetch(address) {
+        Ok(report) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", crate::report::render(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fitedge status: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

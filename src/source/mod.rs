@@ -78,6 +78,7 @@ impl DeviceContext {
                 Ok(measurement) => {
                     self.stats.frames_ok.fetch_add(1, Relaxed);
                     let record = Record::new(&self.origin, measurement);
+                    self.stats.note_reading(&record);
                     debug!(message = "Frame decoded.", record = %record.id);
                     if self.records.send(record.into()).await.is_err() {
                         return None;

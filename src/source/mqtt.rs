@@ -168,7 +168,9 @@ impl Router {
                 if let Some(sub) = sub.map(|s| sanitize(&s)).filter(|s| !s.is_empty()) {
                     origin.device_id = format!("{}.{sub}", origin.device_id);
                 }
-                Some(Record::new(&origin, measurement))
+                let record = Record::new(&origin, measurement);
+                ctx.stats.note_reading(&record);
+                Some(record)
             }
             Err(failure) => {
                 if failure.corrupt {

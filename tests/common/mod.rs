@@ -174,6 +174,9 @@ reconnect_min_ms = 100
 reconnect_max_seconds = 1
 backlog_per_second = 5000
 
+[status]
+enabled = false
+
 [buffer]
 dir = "{buffer}"
 max_records = 5000

@@ -1,0 +1,314 @@
+//! The gateway's self-report on localhost, for people and for monitoring:
+//! `GET /status` (JSON: uplink, buffer, devices, counters) and `GET /metrics`
+//! (Prometheus text), served from a small thread; `fitedge status` is its
+//! client and prints the same figures for a person.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::{error, info};
+
+use crate::outbox::Outbox;
+use crate::status::{health, Health, Stats};
+
+/// What `GET /status` returns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub gateway_id: String,
+    pub site_id: String,
+    pub version: String,
+    pub uplink_connected: bool,
+    pub health: Health,
+}
+
+/// The running endpoint; stops when dropped.
+pub struct Endpoint {
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serves the report on `listen` until the returned endpoint is dropped.
+pub fn serve(
+    listen: SocketAddr,
+    gateway_id: String,
+    site_id: String,
+    stats: Arc<Stats>,
+    outbox: Arc<Mutex<Outbox>>,
+) -> Option<Endpoint> {
+    let server = match tiny_http::Server::http(listen) {
+        Ok(server) => Arc::new(server),
+        Err(e) => {
+            error!(message = "Status endpoint not started; fitedge status and /metrics are off.", address = %listen, error = %e, stage = "status");
+            return None;
+        }
+    };
+    info!(message = "Status endpoint listening.", address = %listen);
+    let srv = server.clone();
+    let thread = std::thread::Builder::new()
+        .name("status-http".into())
+        .spawn(move || {
+            for request in srv.incoming_requests() {
+                let report = || Report {
+                    gateway_id: gateway_id.clone(),
+                    site_id: site_id.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    uplink_connected: stats
+                        .uplink_connected
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    health: health(&stats, &outbox),
+                };
+                let (body, content_type, code) = match request.url() {
+                    "/status" => (
+                        serde_json::to_string_pretty(&report()).unwrap_or_default(),
+                        "application/json",
+                        200,
+                    ),
+                    "/metrics" => (prometheus(&report()), "text/plain; version=0.0.4", 200),
+                    _ => (
+                        "not found: try /status or /metrics\n".to_string(),
+                        "text/plain",
+                        404,
+                    ),
+                };
+                let header = tiny_http::Header::from_bytes("Content-Type", content_type).ok();
+                let mut response = tiny_http::Response::from_string(body).with_status_code(code);
+                if let Some(h) = header {
+                    response = response.with_header(h);
+                }
+                let _ = request.respond(response);
+            }
+        })
+        .ok()?;
+    Some(Endpoint {
+        server,
+        thread: Some(thread),
+    })
+}
+
+/// The report in Prometheus' text format.
+pub fn prometheus(report: &Report) -> String {
+    let mut out = String::new();
+    let c = &report.health.counters;
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP fitedge_{name} {help}\n# TYPE fitedge_{name} {kind}\nfitedge_{name} {value}"
+        );
+    };
+    metric(
+        "records_accepted_total",
+        "counter",
+        "Records durably accepted into the buffer.",
+        c.records_accepted as f64,
+    );
+    metric(
+        "records_acknowledged_total",
+        "counter",
+        "Records acknowledged by the platform broker.",
+        c.records_acked as f64,
+    );
+    metric(
+        "records_published_total",
+        "counter",
+        "Record publishes, first tries and resends.",
+        c.records_published as f64,
+    );
+    metric(
+        "records_republished_total",
+        "counter",
+        "Records published again after a reconnect without a session.",
+        c.records_republished as f64,
+    );
+    metric(
+        "records_refused_total",
+        "counter",
+        "Records refused by a full buffer or for their size.",
+        c.records_refused as f64,
+    );
+    metric(
+        "records_dropped_oldest_total",
+        "counter",
+        "Unsent records overwritten by a full buffer.",
+        c.records_dropped_oldest as f64,
+    );
+    metric(
+        "records_expired_total",
+        "counter",
+        "Unsent records dropped for their age.",
+        c.records_expired as f64,
+    );
+    metric(
+        "buffer_errors_total",
+        "counter",
+        "Buffer reads or writes that failed.",
+        c.buffer_errors as f64,
+    );
+    metric(
+        "lan_unmatched_total",
+        "counter",
+        "LAN MQTT messages from no configured device.",
+        c.lan_unmatched as f64,
+    );
+    metric(
+        "uplink_connects_total",
+        "counter",
+        "Connections made to the platform broker.",
+        c.uplink_connects as f64,
+    );
+    metric(
+        "uplink_connected",
+        "gauge",
+        "1 while connected to the platform broker.",
+        report.uplink_connected as u8 as f64,
+    );
+    metric(
+        "buffer_unacknowledged",
+        "gauge",
+        "Records waiting for the platform broker's acknowledgement.",
+        report.health.unacknowledged as f64,
+    );
+    if let Some(age) = report.health.oldest_unacknowledged_seconds {
+        metric(
+            "buffer_oldest_unacknowledged_seconds",
+            "gauge",
+            "Age of the oldest unacknowledged record.",
+            age as f64,
+        );
+    }
+    if let Some(age) = report.health.last_ack_seconds {
+        metric(
+            "uplink_last_ack_seconds",
+            "gauge",
+            "Seconds since the last acknowledgement of a record.",
+            age as f64,
+        );
+    }
+    let _ = writeln!(out, "# HELP fitedge_device_frames_total Frames per device and outcome.\n# TYPE fitedge_device_frames_total counter");
+    for (id, d) in &c.devices {
+        for (result, n) in [
+            ("ok", d.frames_ok),
+            ("bad", d.frames_bad),
+            ("ignored", d.frames_ignored),
+        ] {
+            let _ = writeln!(
+                out,
+                "fitedge_device_frames_total{{device=\"{id}\",result=\"{result}\"}} {n}"
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP fitedge_device_connected 1 while the device's link is open.\n# TYPE fitedge_device_connected gauge");
+    for (id, d) in &c.devices {
+        let _ = writeln!(
+            out,
+            "fitedge_device_connected{{device=\"{id}\"}} {}",
+            d.connected as u8
+        );
+    }
+    out
+}
+
+/// Fetches the report from a running gateway.
+pub fn fetch(address: SocketAddr) -> Result<Report, String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(3)).map_err(|e| {
+        format!("no gateway answers on {address} ({e}); is it running, with [status] enabled?")
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    std::io::Write::write_all(
+        &mut stream,
+        b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or("the gateway's answer has no body")?;
+    serde_json::from_str(body)
+        .map_err(|e| format!("the gateway's answer is not a status report: {e}"))
+}
+
+/// The report as a person reads it.
+pub fn render(r: &Report) -> String {
+    let h = &r.health;
+    let c = &h.counters;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "fitedge {} at site {}, version {}",
+        r.gateway_id, r.site_id, r.version
+    );
+    let _ = writeln!(
+        out,
+        "uplink   {} ({} connects)",
+        if r.uplink_connected {
+            "connected"
+        } else {
+            "NOT CONNECTED"
+        },
+        c.uplink_connects
+    );
+    let oldest = h
+        .oldest_unacknowledged_seconds
+        .map(|s| format!(", oldest {s} s"))
+        .unwrap_or_default();
+    let last_ack = h
+        .last_ack_seconds
+        .map(|s| format!(", last acknowledgement {s} s ago"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "buffer   {} unsent{oldest}{last_ack}",
+        h.unacknowledged
+    );
+    let _ = writeln!(
+        out,
+        "records  accepted {}, acknowledged {}, republished {}, refused {}, dropped {}, expired {}, buffer errors {}",
+        c.records_accepted, c.records_acked, c.records_republished, c.records_refused, c.records_dropped_oldest, c.records_expired, c.buffer_errors
+    );
+    if let Some(aside) = &c.buffer_moved_aside {
+        let _ = writeln!(
+            out,
+            "WARNING  an unreadable buffer was moved aside to {aside}"
+        );
+    }
+    let _ = writeln!(out, "devices");
+    for (id, d) in &c.devices {
+        let _ = writeln!(
+            out,
+            "  {id:<20} {:<12} frames ok {} bad {} ignored {}",
+            if d.connected {
+                "connected"
+            } else {
+                "not connected"
+            },
+            d.frames_ok,
+            d.frames_bad,
+            d.frames_ignored
+        );
+        if let Some(last) = &d.last_reading {
+            let _ = writeln!(out, "  {:<20} last reading {last}", "");
+        }
+        if let Some(e) = &d.last_error {
+            let _ = writeln!(out, "  {:<20} last error {e}", "");
+        }
+    }
+    out
+}
