@@ -152,7 +152,9 @@ pub async fn run(
                 .instrument(info_span!("lan")),
         );
     }
-    drop(records_tx);
+    // Held until shutdown, so the writer (and the watchdog's view of it)
+    // stays up even with no device configured.
+    let writer_keepalive = records_tx;
 
     let writer_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -217,6 +219,7 @@ pub async fn run(
     reloader.abort();
     watchdog.abort();
     while sources.join_next().await.is_some() {}
+    drop(writer_keepalive);
     if let Err(e) = writer.await {
         error!(message = "Writer task failed.", error = %e);
     }

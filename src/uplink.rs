@@ -246,6 +246,7 @@ impl Uplink {
 
         // After a buffer read error, wait a moment before reading again.
         let mut hold_until: Option<Instant> = None;
+        let mut writer_gone = false;
         loop {
             let held = hold_until.is_some_and(|t| Instant::now() < t);
             if connected
@@ -320,11 +321,10 @@ impl Uplink {
                         }
                     }
                 },
-                changed = self.appended.changed(), if stop_by.is_none() => {
-                    if changed.is_err() {
-                        // The writer is gone: nothing new will arrive.
-                        stop_by.get_or_insert_with(|| Instant::now() + STOP_GRACE);
-                    }
+                changed = self.appended.changed(), if stop_by.is_none() && !writer_gone => {
+                    // The writer is gone (no sources): nothing new will
+                    // arrive, but the backlog still goes out until shutdown.
+                    writer_gone = changed.is_err();
                 }
                 _ = sleep_until(pace_at), if pace_at.is_some() => {}
                 _ = tokio::time::sleep_until(next_status), if connected && stop_by.is_none() => {

@@ -46,7 +46,11 @@ fn demo_delivers_two_device_kinds_to_mosquitto_as_documented() {
         .collect();
     assert_eq!(
         profiles.into_iter().collect::<Vec<_>>(),
-        ["grip-dynamometer-stx-etx", "heart-rate-band-hub-json", "height-weight-kv-line"]
+        [
+            "grip-dynamometer-stx-etx",
+            "heart-rate-band-hub-json",
+            "height-weight-kv-line"
+        ]
     );
     for (topic, payload) in received.raw.iter().filter(|(t, _)| t.contains("/records/")) {
         let record: Record = serde_json::from_slice(payload).unwrap();
