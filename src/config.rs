@@ -537,7 +537,13 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
         ));
     }
     let password = up.password_file.as_ref().and_then(|file| {
-        let path = resolve(base, file.get_ref());
+        let path = match expand_env(file.get_ref()) {
+            Ok(expanded) => resolve(base, &expanded),
+            Err(name) => {
+                problems.push(src.problem(span(file), format!("password_file names ${{{name}}}, which is not set"), "run under the systemd unit (it provides CREDENTIALS_DIRECTORY) or give a plain path"));
+                return None;
+            }
+        };
         match std::fs::read_to_string(&path) {
             Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
             Err(e) => {
@@ -802,6 +808,24 @@ impl Device {
             DeviceTransport::Serial(_) => None,
         }
     }
+}
+
+/// Expands `${NAME}` from the environment (systemd's `CREDENTIALS_DIRECTORY`
+/// for service credentials); the name of a missing variable is the error.
+fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let Some(len) = rest[start..].find('}') else {
+            break;
+        };
+        let name = &rest[start + 2..start + len];
+        out.push_str(&rest[..start]);
+        out.push_str(&std::env::var(name).map_err(|_| name.to_string())?);
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Whether `filter` is a valid MQTT topic filter.
@@ -1084,6 +1108,20 @@ parity = "even"
         assert!(parse_str(&bad_topic).unwrap_err()[0]
             .message
             .contains("not an MQTT topic filter"));
+    }
+
+    #[test]
+    fn environment_names_in_paths_are_expanded() {
+        std::env::set_var("FITEDGE_TEST_CREDS", "/run/credentials/fitedge.service");
+        assert_eq!(
+            expand_env("${FITEDGE_TEST_CREDS}/upstream-password").unwrap(),
+            "/run/credentials/fitedge.service/upstream-password"
+        );
+        assert_eq!(expand_env("/plain/path").unwrap(), "/plain/path");
+        assert_eq!(
+            expand_env("${FITEDGE_NOT_SET_ANYWHERE}/x").unwrap_err(),
+            "FITEDGE_NOT_SET_ANYWHERE"
+        );
     }
 
     #[test]

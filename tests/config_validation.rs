@@ -40,20 +40,44 @@ fn the_shipped_example_config_is_valid_apart_from_its_paths() {
         .replace(
             "/usr/share/fitedge/device-profiles",
             &profiles_dir().display().to_string(),
-        )
-        .replace(
-            "password_file = \"/etc/fitedge/upstream.password\"",
-            &format!("password_file = \"{}\"", dir.path().join("pw").display()),
         );
-    std::fs::write(dir.path().join("pw"), "secret\n").unwrap();
+    // The unit hands the password over as a systemd credential.
+    std::fs::write(dir.path().join("upstream-password"), "secret\n").unwrap();
     let config = dir.path().join("fitedge.toml");
     std::fs::write(&config, text).unwrap();
-    let (code, stdout, stderr) = check(&config);
+    let out = binary()
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("CREDENTIALS_DIRECTORY", dir.path())
+        .output()
+        .unwrap();
+    let (code, stdout, stderr) = (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("OK"), "{stdout}");
     assert!(
         stdout.contains("not present now"),
         "absent ports are noted, not fatal: {stdout}"
+    );
+}
+
+#[test]
+fn the_example_config_outside_systemd_says_where_the_password_comes_from() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/fitedge.toml");
+    let out = binary()
+        .args(["check", "--config"])
+        .arg(&example)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("${CREDENTIALS_DIRECTORY}, which is not set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
