@@ -150,7 +150,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     let mut devices = devices;
     let lan = lan_broker(lan_port, &mut devices);
     let config = Config {
-        status_listen: None,
+        status_listen: crate::config::DEFAULT_STATUS.parse().ok(),
         lan,
         gateway_id: GATEWAY.into(),
         site_id: SITE.into(),
@@ -182,7 +182,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         devices: devices.clone(),
     };
 
-    println!("fitedge demo: platform broker is {which} at mqtt://{host}:{port}");
+    println!("fitedge demo: platform broker is {which} at mqtt://{host}:{port}; `fitedge status` shows the gateway while it runs");
     for d in &devices {
         let link = match &d.transport {
             DeviceTransport::Serial(s) => s.port.to_string(),
