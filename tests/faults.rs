@@ -7,6 +7,7 @@
 //!
 //! Size: `FITEDGE_FAULT_KILLS` SIGKILLs in the kill scenario (default 20).
 
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -18,21 +19,6 @@ use common::{
 use fitedge::sim::Pty;
 
 const WINDOW: usize = 20; // inflight_window in common::write_config
-
-/// Prints a line of the suite's summary, and appends it to the file named
-/// by `FITEDGE_FAULT_SUMMARY` (CI prints that file at the end of the run).
-macro_rules! summary {
-    ($($arg:tt)*) => {{
-        let line = format!($($arg)*);
-        println!("{line}");
-        if let Some(path) = std::env::var_os("FITEDGE_FAULT_SUMMARY") {
-            use std::io::Write;
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-                let _ = writeln!(f, "{line}");
-            }
-        }
-    }};
-}
 
 /// Checks the platform got every record the gateway accepted, and prints
 /// the scenario's line of the summary. Returns the duplicate count.
@@ -394,18 +380,9 @@ fn a_full_disk_holds_readings_back_until_space_returns() {
         .wait(Duration::from_secs(15))
         .expect("stops")
         .success());
-    let outbox = fitedge::outbox::Outbox::open(
-        &fs.dir.path().join("buffer"),
-        fitedge::outbox::OutboxOptions {
-            max_records: 5000,
-            max_record_bytes: 16384,
-            full_policy: fitedge::config::FullPolicy::DropOldest,
-            cache_bytes: 1 << 20,
-            max_bytes: None,
-            max_age: None,
-        },
-    )
-    .unwrap();
+    let outbox =
+        fitedge::outbox::Outbox::open(&fs.dir.path().join("buffer"), common::outbox_options(5000))
+            .unwrap();
     let (accepted, pending) = (outbox.head(), outbox.pending());
     drop(outbox);
     let (seqs, duplicates) = seq_report(&platform.records());

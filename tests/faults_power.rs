@@ -6,6 +6,7 @@
 //! Needs FUSE (`/dev/fuse` and Debian's `fuse3`); where that is missing the
 //! tests say so and are skipped. Size: `FITEDGE_POWER_CUTS` (default 20).
 
+#[macro_use]
 mod common;
 mod power;
 
@@ -16,19 +17,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use power::{Disk, PowerCutFs};
-
-/// Prints a summary line, also appended to `FITEDGE_FAULT_SUMMARY` if set.
-macro_rules! summary {
-    ($($arg:tt)*) => {{
-        let line = format!($($arg)*);
-        println!("{line}");
-        if let Some(path) = std::env::var_os("FITEDGE_FAULT_SUMMARY") {
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-                let _ = writeln!(f, "{line}");
-            }
-        }
-    }};
-}
 
 /// Mounts the power-cut filesystem, or explains why it cannot.
 fn mount(at: &Path) -> Option<(Disk, fuser::BackgroundSession)> {
@@ -104,14 +92,7 @@ fn outbox_power_cut_child() {
     let Some(dir) = std::env::var_os("FITEDGE_POWER_CHILD") else {
         return;
     };
-    let options = fitedge::outbox::OutboxOptions {
-        max_records: 100_000,
-        max_record_bytes: 16384,
-        full_policy: fitedge::config::FullPolicy::DropOldest,
-        cache_bytes: 1 << 20,
-        max_bytes: None,
-        max_age: None,
-    };
+    let options = common::outbox_options(100_000);
     let mut outbox = fitedge::outbox::Outbox::open(Path::new(&dir), options).unwrap();
     let origin = fitedge::record::Origin {
         gateway_id: "gw".into(),
@@ -140,14 +121,7 @@ fn the_outbox_loses_no_accepted_record_across_power_cuts() {
         return;
     };
     let buffer = dir.path().join("buffer");
-    let options = || fitedge::outbox::OutboxOptions {
-        max_records: 100_000,
-        max_record_bytes: 16384,
-        full_policy: fitedge::config::FullPolicy::DropOldest,
-        cache_bytes: 1 << 20,
-        max_bytes: None,
-        max_age: None,
-    };
+    let options = || common::outbox_options(100_000);
     let mut accepted_total = 0u64;
     let mut rng = fastrand::Rng::with_seed(77);
     for cut in 0..cuts() {

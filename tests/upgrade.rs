@@ -87,14 +87,7 @@ fn a_buffer_and_config_from_format_1_are_read_and_drained() {
 fn write_format_fixture() {
     let dir = fixtures().join(format!("buffer-format-{}", fitedge::outbox::FORMAT_VERSION));
     let _ = std::fs::remove_dir_all(&dir);
-    let options = fitedge::outbox::OutboxOptions {
-        max_records: 64,
-        max_record_bytes: 16384,
-        full_policy: fitedge::config::FullPolicy::DropOldest,
-        cache_bytes: 1 << 20,
-        max_bytes: None,
-        max_age: None,
-    };
+    let options = common::outbox_options(64);
     let mut outbox = fitedge::outbox::Outbox::open(&dir, options).unwrap();
     let origin = fitedge::record::Origin {
         gateway_id: "gw-test".into(),

@@ -201,15 +201,8 @@ max_records = 5000
 
 /// Opens the buffer a test gateway left in `dir` (see `write_config`).
 pub fn open_buffer(dir: &Path) -> fitedge::outbox::Outbox {
-    let options = fitedge::outbox::OutboxOptions {
-        max_records: 5000,
-        max_record_bytes: 16 * 1024,
-        full_policy: fitedge::config::FullPolicy::DropOldest,
-        cache_bytes: 1 << 20,
-        max_bytes: None,
-        max_age: None,
-    };
-    fitedge::outbox::Outbox::open(&dir.join("buffer"), options).expect("the gateway's buffer opens")
+    fitedge::outbox::Outbox::open(&dir.join("buffer"), outbox_options(5000))
+        .expect("the gateway's buffer opens")
 }
 
 /// The real `fitedge` binary.
@@ -594,5 +587,33 @@ impl Daemon {
             child: command.spawn().expect("fitedge binary starts"),
             log,
         }
+    }
+}
+
+/// Prints a line of the fault suites' summary, and appends it to the file
+/// named by `FITEDGE_FAULT_SUMMARY` (CI prints that file at the end).
+#[allow(unused_macros)]
+macro_rules! summary {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        println!("{line}");
+        if let Some(path) = std::env::var_os("FITEDGE_FAULT_SUMMARY") {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    }};
+}
+
+/// Outbox options as the tests' gateways use them.
+pub fn outbox_options(max_records: u64) -> fitedge::outbox::OutboxOptions {
+    fitedge::outbox::OutboxOptions {
+        max_records,
+        max_record_bytes: 16 * 1024,
+        full_policy: fitedge::config::FullPolicy::DropOldest,
+        cache_bytes: 1 << 20,
+        max_bytes: None,
+        max_age: None,
     }
 }
