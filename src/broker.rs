@@ -24,21 +24,32 @@ pub fn start() -> std::io::Result<EmbeddedBroker> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
-        let mut broker = Broker::new(config(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
-        std::thread::Builder::new()
-            .name(format!("mqtt-broker-{port}"))
-            .spawn(move || {
-                if let Err(e) = broker.start() {
-                    tracing::error!(message = "Embedded broker stopped.", error = %e);
-                }
-            })?;
-        if probe(port, Duration::from_secs(5)) {
-            return Ok(EmbeddedBroker { port });
+        if let Ok(broker) = start_on(port) {
+            return Ok(broker);
         }
     }
     Err(std::io::Error::other(
         "the embedded MQTT broker did not answer on any of 5 ports",
     ))
+}
+
+/// Starts a broker on loopback `port` and waits until it answers.
+pub fn start_on(port: u16) -> std::io::Result<EmbeddedBroker> {
+    let mut broker = Broker::new(config(SocketAddr::from((Ipv4Addr::LOCALHOST, port))));
+    std::thread::Builder::new()
+        .name(format!("mqtt-broker-{port}"))
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(message = "Embedded broker stopped.", error = %e);
+            }
+        })?;
+    if probe(port, Duration::from_secs(5)) {
+        Ok(EmbeddedBroker { port })
+    } else {
+        Err(std::io::Error::other(format!(
+            "the embedded MQTT broker did not answer on port {port}"
+        )))
+    }
 }
 
 fn config(listen: SocketAddr) -> Config {

@@ -45,6 +45,39 @@ fn a_buffer_and_config_from_format_1_are_read_and_drained() {
         .replace("@PROFILES@", &common::profiles_dir().display().to_string());
     let config_path = dir.path().join("fitedge.toml");
     std::fs::write(&config_path, config).unwrap();
+    // The buffer tools read the old buffer before the gateway starts.
+    let buffer = dir.path().join("buffer");
+    let stats = common::binary()
+        .args(["buffer", "stats", "--dir"])
+        .arg(&buffer)
+        .output()
+        .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&stats.stdout).expect("stats prints JSON");
+    assert_eq!(
+        (report["format"].as_u64(), report["pending"].as_u64()),
+        (Some(1), Some(25))
+    );
+    let verify = common::binary()
+        .args(["buffer", "verify", "--dir"])
+        .arg(&buffer)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    let export = common::binary()
+        .args(["buffer", "export", "--dir"])
+        .arg(&buffer)
+        .output()
+        .unwrap();
+    let exported: Vec<fitedge::record::Record> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(exported.len(), 25);
     let check = common::binary()
         .args(["check", "--config"])
         .arg(&config_path)

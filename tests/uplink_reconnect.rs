@@ -156,3 +156,73 @@ fn records_buffered_during_a_broker_outage_arrive_after_it_restarts() {
         "every record arrived"
     );
 }
+
+/// After an outage, new readings do not wait behind the backlog: they go
+/// out at once while the backlog drains at `backlog_per_second`.
+#[test]
+fn live_readings_overtake_a_paced_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut pty = Pty::open().unwrap();
+    let config = write_config(
+        dir.path(),
+        port,
+        &[DeviceEntry {
+            id: "hw-1",
+            profile: "height-weight-kv-line",
+            port: &pty.path,
+        }],
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("backlog_per_second = 5000", "backlog_per_second = 20");
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(&config, 0);
+    assert!((0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        daemon.log_text().contains("Serial port opened.")
+    }));
+    // The platform is unreachable: 200 readings pile up in the buffer.
+    let mut rng = fastrand::Rng::with_seed(11);
+    for n in 1..=200 {
+        pty.write_frame(&Instrument::HeightWeight.frame(n, &mut rng).bytes)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // The platform comes back; a new reading arrives at the station.
+    let _broker = fitedge::broker::start_on(port).unwrap();
+    let platform = Platform::subscribe(port);
+    std::thread::sleep(Duration::from_millis(1500));
+    pty.write_frame(b"ID=LIVE;HT=170.0;WT=70.00\r\n").unwrap();
+    let live = |r: &common::Received| {
+        r.records
+            .iter()
+            .any(|r| r.subject_ref.as_deref() == Some("LIVE"))
+    };
+    assert!(
+        platform.wait_until(Duration::from_secs(5), live),
+        "the live reading went out at once:\n{}",
+        daemon.log_text()
+    );
+    let backlog_so_far = platform
+        .records()
+        .iter()
+        .filter(|r| r.subject_ref.as_deref() != Some("LIVE"))
+        .count();
+    println!("live lane: the new reading arrived while {backlog_so_far} of 200 backlog records had been delivered");
+    assert!(
+        backlog_so_far < 200,
+        "the backlog had not finished draining"
+    );
+    // The paced backlog still drains completely.
+    assert!(platform.wait_until(Duration::from_secs(30), |r| r
+        .records
+        .iter()
+        .filter(|r| r.subject_ref.as_deref() != Some("LIVE"))
+        .count()
+        >= 200));
+}
