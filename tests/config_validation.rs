@@ -42,7 +42,7 @@ fn the_shipped_example_config_is_valid_apart_from_its_paths() {
             &profiles_dir().display().to_string(),
         );
     // The unit hands the password over as a systemd credential.
-    std::fs::write(dir.path().join("upstream-password"), "secret\n").unwrap();
+    std::fs::write(dir.path().join("upstream.password"), "secret\n").unwrap();
     let config = dir.path().join("fitedge.toml");
     std::fs::write(&config, text).unwrap();
     let out = binary()
