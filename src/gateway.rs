@@ -165,6 +165,7 @@ pub async fn run(
             head_tx,
             stats.clone(),
             config.buffer.flush_window,
+            stop_sources.clone(),
         );
         tokio::spawn(async move {
             task.await;
@@ -291,6 +292,7 @@ async fn write_records(
     head: watch::Sender<u64>,
     stats: Arc<Stats>,
     flush_window: std::time::Duration,
+    stopping: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
@@ -308,7 +310,7 @@ async fn write_records(
             .into_iter()
             .map(|i| (i.record, i.durable))
             .unzip();
-        if !store(records, &outbox, &head, &stats, &rx).await {
+        if !store(records, &outbox, &head, &stats, &rx, &stopping).await {
             return;
         }
         for done in durable.into_iter().flatten() {
@@ -325,6 +327,7 @@ async fn store(
     head: &watch::Sender<u64>,
     stats: &Stats,
     rx: &mpsc::Receiver<Incoming>,
+    stopping: &CancellationToken,
 ) -> bool {
     let mut backoff = crate::source::Backoff::new(
         std::time::Duration::from_millis(100),
@@ -374,7 +377,7 @@ async fn store(
             error!(message = "Could not store records; holding them and retrying.", error = %error, records = records.len(), stage = "buffer");
             last_error = error;
         }
-        if rx.is_closed() && failures >= 5 {
+        if (rx.is_closed() || stopping.is_cancelled()) && failures >= 5 {
             error!(
                 message = "Stopping with records that could not be stored; they are lost.",
                 records = records.len(),
@@ -437,8 +440,11 @@ async fn feed_watchdog(
         let now = crate::clock::uptime_ms();
         let pending = outbox.lock().unwrap_or_else(|p| p.into_inner()).pending();
         let last_ack = stats.last_ack_uptime_ms.load(Relaxed);
-        let since_progress =
-            now.saturating_sub(last_ack.max(stats.uplink_connected_since_ms.load(Relaxed)));
+        let since_progress = now.saturating_sub(
+            last_ack
+                .max(stats.uplink_connected_since_ms.load(Relaxed))
+                .max(stats.uplink_busy_since_ms.load(Relaxed)),
+        );
         let stuck = stats.uplink_connected.load(Relaxed)
             && pending > 0
             && since_progress > stall.as_millis() as u64;

@@ -53,6 +53,29 @@ pub enum OutboxError {
     Missing { path: PathBuf },
 }
 
+impl OutboxError {
+    /// Whether the database itself is damaged (move it aside), rather than
+    /// unreachable for now (a full disk, permissions, a held lock).
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            OutboxError::Corrupt { .. } => true,
+            OutboxError::Sled { source, .. } => match source {
+                sled::Error::Corruption { .. }
+                | sled::Error::ReportableBug(_)
+                | sled::Error::Unsupported(_) => true,
+                sled::Error::Io(e) => matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ),
+                sled::Error::CollectionNotFound(_) => false,
+            },
+            OutboxError::Sync { .. }
+            | OutboxError::NewerFormat { .. }
+            | OutboxError::Missing { .. } => false,
+        }
+    }
+}
+
 /// Sizing and policy of the ring.
 #[derive(Debug, Clone)]
 pub struct OutboxOptions {
@@ -269,7 +292,9 @@ impl Outbox {
         }
         match Outbox::open(dir, options.clone()) {
             Ok(outbox) => Ok((outbox, None)),
-            Err(e @ (OutboxError::NewerFormat { .. } | OutboxError::Sync { .. })) => Err(e),
+            // A full disk, a permission problem or a held lock is not
+            // corruption: moving the buffer aside would strand its records.
+            Err(e) if !e.is_corruption() => Err(e),
             Err(e) => {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -418,6 +443,9 @@ impl Outbox {
         if (meta.tail..=meta.head).contains(&self.meta.tail) {
             meta.tail = self.meta.tail;
         }
+        // Never hand out a sequence number again, even if the recovered log
+        // is shorter than what was accepted (its slots then read as corrupt).
+        meta.head = meta.head.max(self.meta.head);
         self.acked.retain(|s| *s >= meta.tail && *s < meta.head);
         self.db = fresh.db;
         self.log = fresh.log;
@@ -455,10 +483,12 @@ impl Outbox {
                 drop_oldest(meta, acked);
                 continue;
             }
-            let age = self
-                .read_slot_with(meta, meta.tail)?
-                .stamp
-                .elapsed_until(now);
+            // An unreadable slot is dropped here rather than blocking every append.
+            let age = match self.read_slot_with(meta, meta.tail) {
+                Ok(stored) => stored.stamp.elapsed_until(now),
+                Err(OutboxError::Corrupt { .. }) => Some(u64::MAX),
+                Err(e) => return Err(e),
+            };
             if age.is_none_or(|ms| ms <= max_age.as_millis() as u64) {
                 break;
             }

@@ -62,6 +62,8 @@ pub struct Stats {
     pub last_ack_uptime_ms: AtomicU64,
     /// Boot-clock time of the last successful connect upstream.
     pub uplink_connected_since_ms: AtomicU64,
+    /// Boot-clock time the uplink last went from idle to publishing.
+    pub uplink_busy_since_ms: AtomicU64,
     /// LAN MQTT messages whose topic matched no device.
     pub lan_unmatched: AtomicU64,
     /// Recent times from a LAN message's arrival to its record being durable.

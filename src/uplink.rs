@@ -138,6 +138,16 @@ impl Inflight {
         self.live_next = head;
     }
 
+    /// The broker kept our session: records not yet published join the
+    /// paced backlog instead of going out at once.
+    fn resume(&mut self, head: u64) {
+        if !self.backlog_left() {
+            self.backlog_next = self.live_next;
+        }
+        self.backlog_end = head.max(self.backlog_end);
+        self.live_next = head.max(self.live_next);
+    }
+
     fn backlog_left(&self) -> bool {
         self.backlog_next < self.backlog_end
     }
@@ -263,7 +273,10 @@ impl Uplink {
             let deadline = stop_by.unwrap_or(far);
             let pace_at = match hold_until.filter(|t| Instant::now() < *t) {
                 Some(t) => Some(t),
-                None => (connected && inflight.backlog_left() && inflight.len() < window)
+                None => (connected
+                    && stop_by.is_none()
+                    && inflight.backlog_left()
+                    && inflight.len() < window)
                     .then(|| pace.next_at()),
             };
             tokio::select! {
@@ -283,6 +296,16 @@ impl Uplink {
                             let in_flight = inflight.queued.iter().chain(inflight.by_pkid.values()).flatten().count();
                             self.stats.records_republished.fetch_add(in_flight as u64, Relaxed);
                             inflight.restart(tail, head);
+                            // rumqttc dropped its pending publishes, but events
+                            // queued for ones it never flushed would still pair
+                            // with our new publishes: drop them, and any
+                            // packet-id collision left from the old session.
+                            eventloop.state.events.retain(|e| !matches!(e, Event::Outgoing(Outgoing::Publish(_))));
+                            eventloop.state.collision = None;
+                        } else {
+                            // The session survived (e.g. only our uplink was
+                            // down): what piled up meanwhile is backlog too.
+                            inflight.resume(head);
                         }
                         info!(message = "Connected to upstream broker.", host = %u.host, port = u.port, session_present = ack.session_present, backlog = pending);
                         self.publish_status(&client, &status, &mut inflight, "online");
@@ -393,6 +416,13 @@ impl Uplink {
     ) -> bool {
         let synced = crate::clock::is_synchronized();
         let (now, now_wall) = (Stamp::now(), SystemTime::now());
+        if inflight.len() == 0 {
+            // Nothing in flight: whatever goes out now starts the clock the
+            // watchdog's stall check measures from.
+            self.stats
+                .uplink_busy_since_ms
+                .store(crate::clock::uptime_ms(), Relaxed);
+        }
         let room = window.saturating_sub(inflight.len());
         if room == 0 {
             return true;
@@ -531,6 +561,19 @@ mod tests {
             (40, 55, 55, 0)
         );
         assert!(f.backlog_left());
+    }
+
+    #[test]
+    fn a_resumed_session_turns_the_pile_up_into_backlog() {
+        let mut f = Inflight::default();
+        f.restart(0, 10); // 10 records from before, backlog 0..10
+        f.backlog_next = 10; // all sent
+        f.live_next = 12; // two live ones sent
+        f.resume(50); // 38 piled up while the link was down
+        assert_eq!((f.backlog_next, f.backlog_end, f.live_next), (12, 50, 50));
+        f.backlog_next = 20;
+        f.resume(60); // a backlog in progress is extended
+        assert_eq!((f.backlog_next, f.backlog_end, f.live_next), (20, 60, 60));
     }
 
     #[test]

@@ -638,8 +638,20 @@ fn reading(field: &FieldSpec, raw: Raw) -> Result<Reading, DecodeError> {
         Raw::Absent => 0.0,
     };
     let scaled = source * field.scale + field.add;
+    if !scaled.is_finite() {
+        return Err(DecodeError::BadNumber {
+            field: field.label(),
+            text: source.to_string(),
+        });
+    }
     let source_unit = field.unit.as_deref().unwrap_or(&metric.unit);
     let value = round(units::convert(scaled, source_unit, &metric.unit)?);
+    if !value.is_finite() {
+        return Err(DecodeError::BadNumber {
+            field: field.label(),
+            text: source.to_string(),
+        });
+    }
     Ok(Reading {
         metric: metric_id.to_string(),
         value,
@@ -656,6 +668,9 @@ fn reading(field: &FieldSpec, raw: Raw) -> Result<Reading, DecodeError> {
 
 /// Rounds away binary noise from scaling (0.1 * 3 is 0.3).
 fn round(v: f64) -> f64 {
+    if !(v * 1e6).is_finite() {
+        return v;
+    }
     let r = (v * 1e6).round() / 1e6;
     if r == 0.0 {
         0.0
@@ -1061,6 +1076,20 @@ mod tests {
         .unwrap()
         .values
         .is_empty());
+    }
+
+    #[test]
+    fn numbers_too_large_for_the_payload_are_rejected_not_null() {
+        let f = "key = \"W\"\nmetric = \"body.weight\"\nscale = 10.0";
+        assert!(matches!(
+            run(KV, &[f], b"W=1e308"),
+            Err(DecodeError::BadNumber { .. })
+        ));
+        let j = "pointer = \"/w\"\nmetric = \"body.weight\"\nscale = 1e10";
+        assert!(matches!(
+            run("type = \"json\"", &[j], br#"{"w":1e305}"#),
+            Err(DecodeError::BadNumber { .. })
+        ));
     }
 
     #[test]

@@ -385,7 +385,13 @@ impl Framer {
                 self.discarding = true;
                 out.push(Framed::err(raw, FrameError::TooLong { max }));
             } else if self.discarding {
-                self.buf.clear();
+                // Keep what could be the start of a multi-byte delimiter.
+                let keep = match delimiter {
+                    Delimiter::Literal(d) => d.len().saturating_sub(1),
+                    _ => 0,
+                };
+                let drop = self.buf.len().saturating_sub(keep);
+                self.buf.drain(..drop);
             }
             return;
         };
@@ -611,7 +617,8 @@ fn fixed_step(
     if buf.len() < length {
         return Step::NeedMore;
     }
-    checked_frame(&buf[..length], checksum, sync.map_or(length, <[u8]>::len))
+    // Without a sync pattern, realign one byte at a time after a bad frame.
+    checked_frame(&buf[..length], checksum, sync.map_or(1, <[u8]>::len))
 }
 
 /// A complete binary frame: verify its checksum. On a mismatch, skip only
@@ -1140,6 +1147,23 @@ mod tests {
         let frames = Framer::new(&s).push(b"A=1\r\nB=2\r\n");
         assert_eq!(texts(&frames), ["A=1", "B=2"]);
         assert_eq!(frames.len(), 2);
+    }
+
+    #[test]
+    fn a_multi_byte_delimiter_resynchronises_after_an_overlong_line() {
+        let s = spec("[frame]\ntype = \"line\"\ndelimiter = \"END\"\nmax_bytes = 8\n");
+        assert_eq!(
+            texts(&all_chunkings(&s, b"0123456789abcdefENDa=1END")),
+            ["a=1"]
+        );
+    }
+
+    #[test]
+    fn fixed_frames_without_sync_realign_after_a_lost_byte() {
+        let s = spec("[frame]\ntype = \"fixed\"\nlength = 3\nchecksum = { type = \"xor\" }\n");
+        // 01 02 03 is good (01^02 = 03); a stray byte shifts the stream.
+        let frames = Framer::new(&s).push(&h("FF 01 02 03 01 02 03"));
+        assert_eq!(oks(&frames), [h("010203"), h("010203")]);
     }
 
     #[test]

@@ -360,7 +360,7 @@ async fn subscribe_broker(
                         }
                         // Rejected messages are acknowledged, or they would come back forever.
                         None => {
-                            let _ = client.ack(&publish).await;
+                            let _ = client.try_ack(&publish);
                         }
                     }
                 }

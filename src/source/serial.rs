@@ -97,6 +97,7 @@ async fn read_port(
         .map(|r| r.bytes())
         .unwrap_or_default();
     let mut reloads = true;
+    let mut silent_logged = false;
     loop {
         let wakeup = poller.as_ref().map(Poller::wakeup);
         tokio::select! {
@@ -106,6 +107,7 @@ async fn read_port(
                     let Some(frames) = ctx.ingest(&mut decoder, &buf[..n]).await else { return End::Stop };
                     if let Some(p) = poller.as_mut().filter(|_| frames > 0) {
                         if p.on_reply(tokio::time::Instant::now()) {
+                            silent_logged = false;
                             info!(message = "Device answering again.");
                         }
                     }
@@ -123,7 +125,9 @@ async fn read_port(
                     Action::GaveUp => {
                         ctx.stats.requests_unanswered.fetch_add(1, Relaxed);
                         ctx.stats.set_error("no reply to the profile's request");
-                        warn!(message = "Device not answering its request; will keep asking.", stage = "source");
+                        if !std::mem::replace(&mut silent_logged, true) {
+                            warn!(message = "Device not answering its request; will keep asking.", stage = "source");
+                        }
                     }
                     Action::Nothing => {}
                 }
