@@ -181,7 +181,7 @@ fn live_readings_overtake_a_paced_backlog() {
         .unwrap()
         .replace("backlog_per_second = 5000", "backlog_per_second = 20");
     std::fs::write(&config, text).unwrap();
-    let daemon = Daemon::start(&config, 0);
+    let mut daemon = Daemon::start(&config, 0);
     assert!((0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         daemon.log_text().contains("Serial port opened.")
@@ -193,9 +193,12 @@ fn live_readings_overtake_a_paced_backlog() {
             .unwrap();
     }
     std::thread::sleep(Duration::from_millis(500));
-    // The platform comes back; a new reading arrives at the station.
+    // The platform comes back (the gateway held until the platform's
+    // subscriber is in, so nothing goes out unseen); a new reading arrives.
+    daemon.signal(libc::SIGSTOP);
     let _broker = fitedge::broker::start_on(port).unwrap();
     let platform = Platform::subscribe(port);
+    daemon.signal(libc::SIGCONT);
     std::thread::sleep(Duration::from_millis(1500));
     pty.write_frame(b"ID=LIVE;HT=170.0;WT=70.00\r\n").unwrap();
     let live = |r: &common::Received| {
