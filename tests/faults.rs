@@ -258,11 +258,7 @@ fn a_broker_that_never_acknowledges_stalls_the_watchdog_and_loses_nothing() {
             .any(|t| *t > stalled_since + Duration::from_secs(2)),
         "fed again once acknowledgements flow"
     );
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("stops")
-        .success());
+    daemon.stop();
     let duplicates = account("never-acknowledging broker", dir.path(), &platform, 0, 50);
     assert!(duplicates <= WINDOW, "{duplicates}");
 }
@@ -375,11 +371,7 @@ fn a_full_disk_holds_readings_back_until_space_returns() {
         platform.record_count(),
         daemon.log_text()
     );
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("stops")
-        .success());
+    daemon.stop();
     let outbox =
         fitedge::outbox::Outbox::open(&fs.dir.path().join("buffer"), common::outbox_options(5000))
             .unwrap();
@@ -460,11 +452,7 @@ fn a_corrupted_database_is_moved_aside_and_the_gateway_carries_on() {
             .is_some_and(|p| p.contains("buffer.corrupt-"))
     });
     assert!(reported, "the move is reported upstream in the status");
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("no crash loop")
-        .success());
+    daemon.stop();
     summary!(
         "fault summary: corrupted database: moved aside {}, records after recovery 10 delivered",
         aside[0].file_name().to_string_lossy()

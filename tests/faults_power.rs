@@ -231,11 +231,7 @@ fn the_daemon_loses_no_accepted_record_across_power_cuts() {
     );
     station.pause();
     platform.wait_quiet(Duration::from_secs(2), Duration::from_secs(60));
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("stops")
-        .success());
+    daemon.stop();
     // A record the gateway accepted and then lost to a cut would leave its
     // sequence number to be given again to another record: one seq, two ids.
     let records = platform.records();

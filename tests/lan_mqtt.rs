@@ -141,11 +141,7 @@ fn a_band_hub_for_20_wearers_arrives_upstream_per_band() {
         daemon.log_text()
     );
     let mut daemon = daemon;
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("stops")
-        .success());
+    daemon.stop();
     let log = daemon.log_text();
     let window = log
         .lines()

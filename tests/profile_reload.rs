@@ -112,9 +112,5 @@ fn sighup_applies_a_changed_profile_and_rejects_a_broken_one() {
         64.999787
     );
 
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("stops")
-        .success());
+    daemon.stop();
 }

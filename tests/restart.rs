@@ -76,11 +76,7 @@ fn every_accepted_record_arrives_across_kills_and_a_clean_restart() {
     assert!(platform.wait_until(Duration::from_secs(30), |r| r.records.len() >= before + 50));
     station.pause();
     platform.wait_quiet(Duration::from_secs(1), Duration::from_secs(30));
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("stops")
-        .success());
+    daemon.stop();
 
     // What the gateway accepted, from its own buffer.
     let outbox = common::open_buffer(dir.path());

@@ -103,11 +103,7 @@ fn status_and_metrics_show_a_running_gateway() {
         "{metrics}"
     );
 
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("stops")
-        .success());
+    daemon.stop();
     let out = binary()
         .args(["status", "--address", &address])
         .output()

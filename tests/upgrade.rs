@@ -105,11 +105,7 @@ fn a_buffer_and_config_from_format_1_are_read_and_drained() {
     assert!(records.iter().all(|r| r.schema == fitedge::record::SCHEMA
         && r.device_id == "hw-1"
         && r.value("body.weight").is_some()));
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("stops")
-        .success());
+    daemon.stop();
     assert_eq!(common::open_buffer(dir.path()).pending(), 0);
 }
 

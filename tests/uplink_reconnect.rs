@@ -129,11 +129,7 @@ fn records_buffered_during_a_broker_outage_arrive_after_it_restarts() {
         platform.record_count(),
         daemon.log_text()
     );
-    daemon.signal(libc::SIGTERM);
-    assert!(daemon
-        .wait(Duration::from_secs(15))
-        .expect("stops")
-        .success());
+    daemon.stop();
 
     let log = daemon.log_text();
     let fresh_sessions = log

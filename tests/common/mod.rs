@@ -250,6 +250,19 @@ impl Daemon {
         None
     }
 
+    /// SIGTERM, then asserts a clean exit within 15 s.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self
+            .wait(Duration::from_secs(15))
+            .expect("SIGTERM stops the daemon");
+        assert!(
+            status.success(),
+            "clean exit: {status:?}\n{}",
+            self.log_text()
+        );
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
