@@ -23,6 +23,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod gateway;
+pub mod gatt;
 pub mod outbox;
 pub mod problem;
 pub mod profile;

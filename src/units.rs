@@ -57,6 +57,19 @@ pub fn convert(value: f64, from: &str, to: &str) -> Result<f64, UnitError> {
         })
 }
 
+/// Rounds away binary noise from scaling (0.1 * 3 is 0.3).
+pub fn round(v: f64) -> f64 {
+    if !(v * 1e6).is_finite() {
+        return v;
+    }
+    let r = (v * 1e6).round() / 1e6;
+    if r == 0.0 {
+        0.0
+    } else {
+        r
+    }
+}
+
 /// Whether `from` can be converted to `to`.
 pub fn convertible(from: &str, to: &str) -> Result<(), UnitError> {
     convert(0.0, from, to).map(|_| ())

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Config};
+use crate::gatt;
 use crate::problem::{render, Problem};
 use crate::profile::{self, frame::parse_hex, Profile};
 
@@ -18,6 +19,8 @@ use crate::profile::{self, frame::parse_hex, Profile};
 pub const EXIT_CONFIG: u8 = 78;
 /// Exit code for input data that does not decode (sysexits EX_DATAERR).
 pub const EXIT_DATA: u8 = 65;
+/// sysexits EX_USAGE: the command line is wrong.
+pub const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -118,8 +121,12 @@ pub struct DecodeInput {
 #[derive(Debug, Args)]
 pub struct DecodeArgs {
     /// Profile file to decode with.
-    #[arg(long)]
-    profile: PathBuf,
+    #[arg(long, required_unless_present = "gatt")]
+    profile: Option<PathBuf>,
+    /// Decode one Bluetooth LE characteristic value (16-bit UUID, e.g.
+    /// 2A37) with the built-in codec, or with --profile's gatt settings.
+    #[arg(long, value_name = "UUID")]
+    gatt: Option<String>,
     #[command(flatten)]
     input: DecodeInput,
 }
@@ -168,6 +175,53 @@ pub fn run(cli: Cli) -> ExitCode {
             config,
             json,
         } => status(address, &config, json),
+    }
+}
+
+/// `decode --gatt`: one characteristic value, decoded on its own (a part
+/// of a split record shows its own fields and `"continues": true`).
+fn decode_gatt(spec: &gatt::Spec, uuid: &str, value: &[u8]) -> ExitCode {
+    let Some(characteristic) = gatt::parse_uuid16(uuid) else {
+        eprintln!("fitedge decode: --gatt {uuid} is not a 16-bit UUID such as 2A37");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let Some(codec) = spec.codec_for(characteristic) else {
+        eprintln!(
+            "fitedge decode: {}",
+            gatt::GattError::Unknown(characteristic)
+        );
+        return ExitCode::from(EXIT_DATA);
+    };
+    let decoded = gatt::decode(codec, value, &spec.options()).and_then(|d| {
+        let continues = d.continuation != gatt::Continuation::Complete;
+        Ok((d.normalize(codec, &spec.overrides)?, continues))
+    });
+    match decoded {
+        Ok((m, continues)) => {
+            let mut json = serde_json::json!({
+                "characteristic": format!("{codec:04X}"),
+                "values": m.values,
+                "absent": m.absent,
+            });
+            if let Some(t) = m.device_time {
+                json["device_time"] = t.into();
+            }
+            if !m.attributes.is_empty() {
+                json["attributes"] = serde_json::to_value(m.attributes).unwrap_or_default();
+            }
+            if continues {
+                json["continues"] = true.into();
+            }
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "fitedge decode: {codec:04X} value {} rejected: {e}",
+                profile::frame::hex(value)
+            );
+            ExitCode::from(EXIT_DATA)
+        }
     }
 }
 
@@ -398,7 +452,7 @@ fn profile_test(paths: &[PathBuf]) -> ExitCode {
 }
 
 fn decode(args: DecodeArgs) -> ExitCode {
-    let profile = match Profile::load(&args.profile) {
+    let profile = match args.profile.as_deref().map(Profile::load).transpose() {
         Ok(p) => p,
         Err(problems) => {
             eprintln!("{}", render(&problems));
@@ -420,6 +474,21 @@ fn decode(args: DecodeArgs) -> ExitCode {
             eprintln!("fitedge decode: {e}");
             return ExitCode::from(EXIT_DATA);
         }
+    };
+    if let Some(uuid) = &args.gatt {
+        let spec = match profile.as_ref().map(|p| &p.decode) {
+            Some(profile::DecodeSpec::Gatt(spec)) => spec.clone(),
+            Some(_) => {
+                eprintln!("fitedge decode: --gatt needs a gatt profile, or no --profile for the built-in codec");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            None => gatt::Spec::default(),
+        };
+        return decode_gatt(&spec, uuid, &input);
+    }
+    let Some(profile) = profile else {
+        eprintln!("fitedge decode: give --profile, or --gatt for a Bluetooth LE value");
+        return ExitCode::from(EXIT_USAGE);
     };
     let outcomes = profile.decode_all(&input, &Default::default());
     if outcomes.is_empty() {

@@ -56,6 +56,9 @@ pub enum DecodeSpec {
         #[serde(default)]
         slave: Option<u8>,
     },
+    /// Bluetooth LE: the built-in GATT codecs, with options and overrides
+    /// (see [`crate::gatt::Spec`]). Takes no `[frame]` and no `[[field]]`.
+    Gatt(crate::gatt::Spec),
 }
 
 fn default_pair_separator() -> String {
@@ -284,6 +287,8 @@ pub enum DecodeError {
     },
     #[error("{0}")]
     Unit(#[from] units::UnitError),
+    #[error("a gatt profile decodes Bluetooth LE notifications, not a byte stream; use it for a ble device")]
+    NotStream,
 }
 
 impl DecodeError {
@@ -415,6 +420,7 @@ fn parse<'a>(spec: &DecodeSpec, payload: &'a [u8]) -> Result<Parsed<'a>, DecodeE
             }
             Parsed::Registers(modbus_registers(payload)?)
         }
+        DecodeSpec::Gatt(_) => return Err(DecodeError::NotStream),
     })
 }
 
@@ -645,7 +651,7 @@ fn reading(field: &FieldSpec, raw: Raw) -> Result<Reading, DecodeError> {
         });
     }
     let source_unit = field.unit.as_deref().unwrap_or(&metric.unit);
-    let value = round(units::convert(scaled, source_unit, &metric.unit)?);
+    let value = units::round(units::convert(scaled, source_unit, &metric.unit)?);
     if !value.is_finite() {
         return Err(DecodeError::BadNumber {
             field: field.label(),
@@ -664,19 +670,6 @@ fn reading(field: &FieldSpec, raw: Raw) -> Result<Reading, DecodeError> {
         source_value: (value != source).then_some(source),
         source_unit: (source_unit != metric.unit).then(|| source_unit.to_string()),
     })
-}
-
-/// Rounds away binary noise from scaling (0.1 * 3 is 0.3).
-fn round(v: f64) -> f64 {
-    if !(v * 1e6).is_finite() {
-        return v;
-    }
-    let r = (v * 1e6).round() / 1e6;
-    if r == 0.0 {
-        0.0
-    } else {
-        r
-    }
 }
 
 /// A number as instruments print it; with `format = "minutes_seconds"`,

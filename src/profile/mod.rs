@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::gatt;
 use crate::problem::{Problem, SourceText};
 use crate::record::Measurement;
 use crate::units;
@@ -145,6 +146,8 @@ pub struct TestCase {
     pub name: String,
     pub line: usize,
     pub input: Vec<u8>,
+    /// The characteristic, for gatt profiles.
+    pub characteristic: Option<u16>,
     pub expect: Expect,
 }
 
@@ -169,9 +172,10 @@ struct RawProfile {
     description: Option<String>,
     #[serde(default, rename = "match")]
     matcher: Option<Spanned<Match>>,
-    frame: Spanned<FrameSpec>,
+    #[serde(default)]
+    frame: Option<Spanned<FrameSpec>>,
     decode: Spanned<DecodeSpec>,
-    #[serde(rename = "field")]
+    #[serde(default, rename = "field")]
     fields: Vec<Spanned<FieldSpec>>,
     #[serde(default)]
     ignore: Vec<String>,
@@ -190,6 +194,9 @@ struct RawTest {
     text: Option<String>,
     #[serde(default)]
     hex: Option<String>,
+    /// The characteristic the value came from (gatt profiles).
+    #[serde(default)]
+    characteristic: Option<String>,
     #[serde(default)]
     values: BTreeMap<String, f64>,
     #[serde(default)]
@@ -248,7 +255,10 @@ impl Profile {
     }
 
     fn check_case(&self, case: &TestCase) -> Result<(), String> {
-        let outcomes = self.decode_all(&case.input, &DecodeContext::default());
+        let outcomes = match (&self.decode, case.characteristic) {
+            (DecodeSpec::Gatt(spec), Some(c)) => decode_gatt(spec, c, &case.input),
+            _ => self.decode_all(&case.input, &DecodeContext::default()),
+        };
         match &case.expect {
             Expect::Error(want) => {
                 if let Some(ok) = outcomes.iter().find_map(|o| o.as_ref().ok()) {
@@ -359,6 +369,24 @@ impl Profile {
         out.extend(decoder.finish());
         out.retain(|o| !matches!(o, Err(f) if f.ignored));
         out
+    }
+}
+
+/// Decodes one characteristic value with a gatt profile's settings.
+pub fn decode_gatt(
+    spec: &gatt::Spec,
+    characteristic: u16,
+    value: &[u8],
+) -> Vec<Result<Measurement, FrameFailure>> {
+    let failure = |e: gatt::GattError| FrameFailure {
+        raw: value.to_vec(),
+        error: e.to_string(),
+        corrupt: true,
+        ignored: false,
+    };
+    match gatt::GattDecoder::new(spec).push(characteristic, value) {
+        Ok(records) => records.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(failure(e))],
     }
 }
 
@@ -475,25 +503,62 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
     if let Some(m) = &raw.matcher {
         validate_match(src, m, problems);
     }
-    let frame_span = raw.frame.span();
-    validate_frame(src, frame_span.clone(), raw.frame.get_ref(), problems);
+    let gatt = match raw.decode.get_ref() {
+        DecodeSpec::Gatt(spec) => Some(spec),
+        _ => None,
+    };
+    let frame = match (&raw.frame, gatt) {
+        (Some(frame), _) => {
+            validate_frame(src, frame.span(), frame.get_ref(), problems);
+            frame.get_ref().clone()
+        }
+        (None, Some(_)) => FrameSpec::Message,
+        (None, None) => {
+            problems.push(src.problem(
+                None,
+                "the profile has no [frame] table",
+                "add [frame] with the framing the device uses, e.g. type = \"line\"",
+            ));
+            FrameSpec::Message
+        }
+    };
     let decode_span = raw.decode.span();
     validate_decode(
         src,
         decode_span.clone(),
-        raw.frame.get_ref(),
+        &frame,
         raw.decode.get_ref(),
         problems,
     );
+    if let Some(spec) = gatt {
+        if let Some(f) = &raw.frame {
+            problems.push(src.problem(
+                Some(f.span()),
+                "a gatt profile takes no [frame]: each notification is one value",
+                "remove the [frame] table",
+            ));
+        }
+        if let Some(f) = raw.fields.first() {
+            problems.push(src.problem(
+                Some(f.span()),
+                "a gatt profile takes no [[field]]: the built-in codecs know the layout",
+                "change single fields with [[decode.override]] field = \"...\"",
+            ));
+        }
+        for (key, message, fix) in spec.problems() {
+            problems.push(src.problem(Some(src.key_span(decode_span.clone(), key)), message, fix));
+        }
+    }
     let has_subject = raw.fields.iter().any(|f| f.get_ref().role == Role::Subject);
-    if raw.fields.iter().all(|f| f.get_ref().role != Role::Metric) && !has_subject {
+    if gatt.is_none() && raw.fields.iter().all(|f| f.get_ref().role != Role::Metric) && !has_subject
+    {
         problems.push(src.problem(
             None,
             "the profile maps no field to a metric or a subject",
             "add a [[field]] with metric = \"<id from metrics.toml>\"",
         ));
     }
-    let max_frame = max_frame_bytes(raw.frame.get_ref());
+    let max_frame = max_frame_bytes(&frame);
     let modbus_count = raw
         .request
         .as_ref()
@@ -511,21 +576,15 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
         );
     }
     if let Some(request) = &raw.request {
-        validate_request(
-            src,
-            request.span(),
-            request.get_ref(),
-            raw.frame.get_ref(),
-            problems,
-        );
+        validate_request(src, request.span(), request.get_ref(), &frame, problems);
     }
-    let tests = validate_tests(src, &raw.tests, problems);
+    let tests = validate_tests(src, &raw.tests, gatt, problems);
     Profile {
         id,
         name: raw.name,
         path: src.path.to_path_buf(),
         matcher: raw.matcher.map(Spanned::into_inner).unwrap_or_default(),
-        frame: raw.frame.into_inner(),
+        frame,
         decode: raw.decode.into_inner(),
         fields: raw.fields.into_iter().map(Spanned::into_inner).collect(),
         ignore: raw.ignore,
@@ -920,6 +979,7 @@ fn validate_request(
 fn validate_tests(
     src: &SourceText,
     raw: &[Spanned<RawTest>],
+    gatt: Option<&crate::gatt::Spec>,
     problems: &mut Vec<Problem>,
 ) -> Vec<TestCase> {
     let vocab = Vocabulary::get();
@@ -988,10 +1048,41 @@ fn validate_tests(
                 "use an id from metrics.toml",
             ));
         }
+        let characteristic = match (gatt, &t.characteristic) {
+            (Some(spec), Some(c)) => match gatt::parse_uuid16(c) {
+                Some(u) if spec.codec_for(u).is_some() => Some(u),
+                _ => {
+                    problems.push(src.problem(
+                        Some(src.key_span(span.clone(), "characteristic")),
+                        format!("{name}: characteristic \"{c}\" is not one this profile decodes"),
+                        "use a 16-bit UUID from [decode] characteristics, e.g. \"2A37\"",
+                    ));
+                    continue;
+                }
+            },
+            (Some(_), None) => {
+                problems.push(src.problem(
+                    Some(span.clone()),
+                    format!("{name}: a gatt test needs the characteristic"),
+                    "add characteristic = \"2A37\" (the UUID the value came from)",
+                ));
+                continue;
+            }
+            (None, Some(_)) => {
+                problems.push(src.problem(
+                    Some(src.key_span(span.clone(), "characteristic")),
+                    format!("{name}: characteristic applies to gatt profiles only"),
+                    "remove it",
+                ));
+                continue;
+            }
+            (None, None) => None,
+        };
         tests.push(TestCase {
             name,
             line,
             input,
+            characteristic,
             expect,
         });
     }

@@ -1,0 +1,463 @@
+//! Built-in codecs for the standard Bluetooth LE GATT characteristics:
+//! heart rate, weight and body composition, blood pressure, temperature,
+//! pulse oximetry, cycling and running sensors, and fitness machines (FTMS).
+//!
+//! A codec turns one characteristic value into a [`Decoded`]: values in the
+//! device's own unit, each tagged with a field name a profile can override,
+//! metrics left out as absent, the device time and attributes.
+//! [`Decoded::normalize`] then converts to the canonical units. Codecs are
+//! pure and never panic: a payload shorter or longer than its flags say is
+//! a [`GattError`]. Multi-packet records and derived speed and cadence need
+//! state across notifications; that lives in [`assemble`].
+//!
+//! Layouts follow the Bluetooth SIG characteristic definitions; all
+//! multi-byte fields are little-endian.
+
+pub mod assemble;
+mod ftms;
+mod health;
+mod spec;
+mod sport;
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use crate::profile::binary::{self, BinValue};
+use crate::record::{Measurement, Quality, Reading};
+use crate::units;
+use crate::vocabulary::Vocabulary;
+
+pub use assemble::Assembler;
+pub use spec::{GattDecoder, Spec};
+
+/// Why a characteristic value could not be decoded.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum GattError {
+    #[error("truncated: {field} needs {need} byte(s) at offset {offset}, but the value has {len}")]
+    Truncated {
+        field: &'static str,
+        offset: usize,
+        need: usize,
+        len: usize,
+    },
+    #[error("inconsistent: the flags account for {used} byte(s), but the value has {len}; check the characteristic and, for FTMS pace fields, pace_bytes")]
+    Trailing { used: usize, len: usize },
+    #[error("no built-in codec for characteristic {0:04X}; known: {known}", known = known_list())]
+    Unknown(u16),
+    #[error("{0}")]
+    Unit(#[from] units::UnitError),
+}
+
+/// Codec settings a profile may change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// Width of the FTMS treadmill pace fields: 1 (the 2017 definition, u8
+    /// 0.1 km/min) or 2 (later revisions and some firmware).
+    pub pace_bytes: usize,
+    /// Wheel circumference for speed from CSC and Cycling Power wheel data.
+    pub wheel_circumference_m: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            pace_bytes: 1,
+            wheel_circumference_m: 2.105,
+        }
+    }
+}
+
+/// The characteristics with a built-in codec: (UUID, service, name).
+pub const CODECS: &[(u16, u16, &str)] = &[
+    (0x2A37, 0x180D, "Heart Rate Measurement"),
+    (0x2A9D, 0x181D, "Weight Measurement"),
+    (0x2A9E, 0x181D, "Weight Scale Feature"),
+    (0x2A9C, 0x181B, "Body Composition Measurement"),
+    (0x2A35, 0x1810, "Blood Pressure Measurement"),
+    (0x2A1C, 0x1809, "Temperature Measurement"),
+    (0x2A5E, 0x1822, "PLX Spot-check Measurement"),
+    (0x2A5F, 0x1822, "PLX Continuous Measurement"),
+    (0x2A5B, 0x1816, "CSC Measurement"),
+    (0x2A63, 0x1818, "Cycling Power Measurement"),
+    (0x2A53, 0x1814, "RSC Measurement"),
+    (0x2ACD, 0x1826, "Treadmill Data"),
+    (0x2ACE, 0x1826, "Cross Trainer Data"),
+    (0x2AD1, 0x1826, "Rower Data"),
+    (0x2AD2, 0x1826, "Indoor Bike Data"),
+    (0x2AD3, 0x1826, "Training Status"),
+    (0x2ADA, 0x1826, "Fitness Machine Status"),
+];
+
+fn known_list() -> String {
+    CODECS
+        .iter()
+        .map(|(uuid, _, _)| format!("{uuid:04X}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The codec's name for a characteristic, if there is one.
+pub fn codec_name(uuid: u16) -> Option<&'static str> {
+    CODECS.iter().find(|c| c.0 == uuid).map(|c| c.2)
+}
+
+/// Decodes one value of characteristic `uuid`.
+pub fn decode(uuid: u16, bytes: &[u8], options: &Options) -> Result<Decoded, GattError> {
+    let mut r = Reader::new(bytes);
+    let mut out = Decoded::default();
+    match uuid {
+        0x2A37 => health::heart_rate(&mut r, &mut out)?,
+        0x2A9D => health::weight(&mut r, &mut out)?,
+        0x2A9E => health::weight_feature(&mut r, &mut out)?,
+        0x2A9C => health::body_composition(&mut r, &mut out)?,
+        0x2A35 => health::blood_pressure(&mut r, &mut out)?,
+        0x2A1C => health::temperature(&mut r, &mut out)?,
+        0x2A5E => health::plx_spot_check(&mut r, &mut out)?,
+        0x2A5F => health::plx_continuous(&mut r, &mut out)?,
+        0x2A5B => sport::csc(&mut r, &mut out)?,
+        0x2A63 => sport::cycling_power(&mut r, &mut out)?,
+        0x2A53 => sport::rsc(&mut r, &mut out)?,
+        0x2ACD => ftms::treadmill(&mut r, &mut out, options)?,
+        0x2ACE => ftms::cross_trainer(&mut r, &mut out)?,
+        0x2AD1 => ftms::rower(&mut r, &mut out)?,
+        0x2AD2 => ftms::indoor_bike(&mut r, &mut out)?,
+        0x2AD3 => ftms::training_status(&mut r, &mut out)?,
+        0x2ADA => ftms::machine_status(&mut r, &mut out)?,
+        other => return Err(GattError::Unknown(other)),
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+/// A 16-bit SIG UUID from "2A37", "0x2a37" or the full 128-bit form on the
+/// Bluetooth base UUID.
+pub fn parse_uuid16(text: &str) -> Option<u16> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    if t.len() == 4 {
+        return u16::from_str_radix(t, 16).ok();
+    }
+    let uuid = uuid::Uuid::parse_str(t).ok()?;
+    short_uuid(&uuid)
+}
+
+/// The 16-bit form of a UUID on the Bluetooth base UUID.
+pub fn short_uuid(uuid: &uuid::Uuid) -> Option<u16> {
+    let value = uuid.as_u128();
+    const BASE: u128 = 0x0000_0000_0000_1000_8000_0080_5f9b_34fb;
+    const MASK: u128 = 0xFFFF_FFFF_u128 << 96;
+    (value & !MASK == BASE && value >> 112 == 0).then_some((value >> 96) as u16)
+}
+
+/// The full UUID of a 16-bit SIG UUID.
+pub fn full_uuid(short: u16) -> uuid::Uuid {
+    uuid::Uuid::from_u128(0x0000_0000_0000_1000_8000_0080_5f9b_34fb | (short as u128) << 96)
+}
+
+/// One value in the device's unit, before normalization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value {
+    /// The codec's field name, which profile overrides refer to.
+    pub field: &'static str,
+    pub metric: String,
+    pub value: f64,
+    /// UCUM unit of `value` (converted to the metric's unit later).
+    pub unit: &'static str,
+}
+
+/// Whether more packets belong to the same record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Continuation {
+    /// The record is complete.
+    #[default]
+    Complete,
+    /// FTMS "More Data": the record goes on in the next notification.
+    MoreData,
+    /// Body Composition "Multiple Packet": one of two halves.
+    MultiplePacket,
+}
+
+/// Raw wheel and crank counters, for speed and cadence across samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    /// (cumulative revolutions, last event time in ticks, ticks per second).
+    pub wheel: Option<(u32, u16, f64)>,
+    /// (cumulative revolutions, last event time in 1/1024 s).
+    pub crank: Option<(u16, u16)>,
+}
+
+/// One decoded characteristic value, still in the device's units.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decoded {
+    pub values: Vec<Value>,
+    /// (field, metric) of values the device marked as not available.
+    pub absent: Vec<(&'static str, String)>,
+    /// RFC 3339 UTC, from the device's own clock.
+    pub device_time: Option<String>,
+    pub attributes: BTreeMap<String, serde_json::Value>,
+    pub continuation: Continuation,
+    pub counters: Counters,
+}
+
+impl Decoded {
+    fn value(&mut self, field: &'static str, metric: &str, value: f64, unit: &'static str) {
+        self.values.push(Value {
+            field,
+            metric: metric.to_string(),
+            value,
+            unit,
+        });
+    }
+
+    fn absent(&mut self, field: &'static str, metric: &str) {
+        self.absent.push((field, metric.to_string()));
+    }
+
+    /// A value, or absent when `raw` is the field's "not available" code.
+    fn value_or_absent(
+        &mut self,
+        field: &'static str,
+        metric: &str,
+        raw: f64,
+        not_available: f64,
+        scale: f64,
+        unit: &'static str,
+    ) {
+        if raw == not_available {
+            self.absent(field, metric);
+        } else {
+            self.value(field, metric, raw * scale, unit);
+        }
+    }
+
+    /// An SFLOAT/FLOAT value: special values (NaN, NRes, +/-INF) are absent.
+    fn medfloat(&mut self, field: &'static str, metric: &str, v: BinValue, unit: &'static str) {
+        match v {
+            BinValue::Number(n) => self.value(field, metric, n, unit),
+            _ => self.absent(field, metric),
+        }
+    }
+
+    fn attribute(&mut self, name: &str, value: impl Into<serde_json::Value>) {
+        self.attributes.insert(name.to_string(), value.into());
+    }
+
+    /// Adds the other part of a split record; a metric already present
+    /// (the repeated body fat of a multi-packet record) is kept once.
+    pub fn merge(&mut self, later: Decoded) {
+        for v in later.values {
+            if !self.values.iter().any(|x| x.metric == v.metric)
+                || v.metric.ends_with("rr_interval")
+            {
+                self.values.push(v);
+            }
+        }
+        for a in later.absent {
+            if !self.absent.contains(&a) && !self.values.iter().any(|x| x.metric == a.1) {
+                self.absent.push(a);
+            }
+        }
+        self.device_time = self.device_time.take().or(later.device_time);
+        self.attributes.extend(later.attributes);
+        self.continuation = later.continuation;
+    }
+
+    /// Converts to canonical metrics and units, applying a profile's
+    /// overrides first.
+    pub fn normalize(
+        self,
+        characteristic: u16,
+        overrides: &[Override],
+    ) -> Result<Measurement, GattError> {
+        let vocabulary = Vocabulary::get();
+        let mut m = Measurement {
+            device_time: self.device_time,
+            attributes: self.attributes,
+            ..Measurement::default()
+        };
+        for v in self.values {
+            let Some(v) = apply(v, characteristic, overrides) else {
+                continue;
+            };
+            let Some(metric) = vocabulary.metric(&v.metric) else {
+                continue;
+            };
+            let value = units::round(units::convert(v.value, v.unit, &metric.unit)?);
+            let converted = v.unit != metric.unit;
+            m.values.push(Reading {
+                quality: if metric.in_range(value) {
+                    Quality::Ok
+                } else {
+                    Quality::OutOfRange
+                },
+                source_value: converted.then_some(units::round(v.value)),
+                source_unit: converted.then(|| v.unit.to_string()),
+                metric: v.metric,
+                value,
+                unit: metric.unit.clone(),
+            });
+        }
+        for (field, metric) in self.absent {
+            let placeholder = Value {
+                field,
+                metric,
+                value: 0.0,
+                unit: "1",
+            };
+            if let Some(v) = apply(placeholder, characteristic, overrides) {
+                if !m.absent.contains(&v.metric) {
+                    m.absent.push(v.metric);
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// A profile's change to one field of a built-in codec.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    /// Limits the override to one characteristic (16-bit UUID); default all.
+    #[serde(default)]
+    pub characteristic: Option<String>,
+    /// The codec's field name (see docs/device-profiles.md).
+    pub field: String,
+    /// Multiplies the decoded value (a vendor's other resolution).
+    #[serde(default)]
+    pub scale: Option<f64>,
+    /// Sends the field as another metric of the same unit.
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// Leaves the field out.
+    #[serde(default)]
+    pub drop: bool,
+}
+
+fn apply(mut v: Value, characteristic: u16, overrides: &[Override]) -> Option<Value> {
+    for o in overrides.iter().filter(|o| {
+        o.field == v.field
+            && o.characteristic
+                .as_deref()
+                .is_none_or(|c| parse_uuid16(c) == Some(characteristic))
+    }) {
+        if o.drop {
+            return None;
+        }
+        if let Some(scale) = o.scale {
+            v.value *= scale;
+        }
+        if let Some(metric) = &o.metric {
+            v.metric = metric.clone();
+        }
+    }
+    Some(v)
+}
+
+/// A cursor over a characteristic value; every read names its field.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, pos: 0 }
+    }
+
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], GattError> {
+        let end = self.pos + n;
+        let slice = self.bytes.get(self.pos..end).ok_or(GattError::Truncated {
+            field,
+            offset: self.pos,
+            need: n,
+            len: self.bytes.len(),
+        })?;
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn uint(&mut self, n: usize, field: &'static str) -> Result<u32, GattError> {
+        let b = self.take(n, field)?;
+        Ok(b.iter().rev().fold(0u32, |acc, &x| acc << 8 | x as u32))
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, GattError> {
+        Ok(self.uint(1, field)? as u8)
+    }
+
+    fn u16(&mut self, field: &'static str) -> Result<u16, GattError> {
+        Ok(self.uint(2, field)? as u16)
+    }
+
+    fn i16(&mut self, field: &'static str) -> Result<i16, GattError> {
+        Ok(self.u16(field)? as i16)
+    }
+
+    fn u24(&mut self, field: &'static str) -> Result<u32, GattError> {
+        self.uint(3, field)
+    }
+
+    fn u32(&mut self, field: &'static str) -> Result<u32, GattError> {
+        self.uint(4, field)
+    }
+
+    fn sfloat(&mut self, field: &'static str) -> Result<BinValue, GattError> {
+        Ok(binary::sfloat(self.u16(field)?))
+    }
+
+    fn float(&mut self, field: &'static str) -> Result<BinValue, GattError> {
+        Ok(binary::float(self.u32(field)?))
+    }
+
+    /// Date Time (0x2A08), 7 bytes. `None` when the device left it unset
+    /// (year, month or day 0) or sent an impossible date.
+    fn date_time(&mut self, field: &'static str) -> Result<Option<String>, GattError> {
+        let b = self.take(7, field)?;
+        let year = u16::from_le_bytes([b[0], b[1]]);
+        let date = chrono::NaiveDate::from_ymd_opt(year as i32, b[2] as u32, b[3] as u32)
+            .filter(|_| (1582..=9999).contains(&year));
+        let time = chrono::NaiveTime::from_hms_opt(b[4] as u32, b[5] as u32, b[6] as u32);
+        Ok(date.zip(time).map(|(d, t)| {
+            d.and_time(t)
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        }))
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn finish(&self) -> Result<(), GattError> {
+        if self.remaining() == 0 {
+            Ok(())
+        } else {
+            Err(GattError::Trailing {
+                used: self.pos,
+                len: self.bytes.len(),
+            })
+        }
+    }
+}
+
+/// Whether bit `n` of `flags` is set.
+fn bit(flags: u32, n: u32) -> bool {
+    flags >> n & 1 == 1
+}
+
+/// Names of the set bits of `flags`, from a table indexed by bit number.
+fn bit_names(flags: u32, names: &[(u32, &str)]) -> Vec<serde_json::Value> {
+    names
+        .iter()
+        .filter(|(b, _)| bit(flags, *b))
+        .map(|(_, n)| serde_json::Value::from(*n))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
