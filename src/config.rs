@@ -125,6 +125,16 @@ pub struct Device {
 pub enum DeviceTransport {
     Serial(SerialSettings),
     Mqtt(MqttSettings),
+    Ble(BleSettings),
+}
+
+/// A Bluetooth LE peripheral.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BleSettings {
+    /// The peripheral's address; without it the profile's `[match]`
+    /// filters pick the first matching peripheral not taken by another
+    /// device.
+    pub address: Option<String>,
 }
 
 /// A device publishing on the LAN broker.
@@ -374,6 +384,9 @@ struct RawTransport {
     /// MQTT devices: topic filter, instead of the profile's.
     #[serde(default)]
     topic: Option<Spanned<String>>,
+    /// BLE devices: the peripheral's address.
+    #[serde(default)]
+    address: Option<Spanned<String>>,
     #[serde(default = "default_baud")]
     baud: Spanned<u32>,
     #[serde(default = "default_parity")]
@@ -390,6 +403,7 @@ struct RawTransport {
 enum TransportKind {
     Serial,
     Mqtt,
+    Ble,
 }
 
 fn default_baud() -> Spanned<u32> {
@@ -628,7 +642,44 @@ fn validate(src: &SourceText, base: &Path, raw: RawConfig, problems: &mut Vec<Pr
                 "give every [[device]] its own id",
             ));
         }
+        if d.transport.address.is_some() && !matches!(d.transport.kind, TransportKind::Ble) {
+            problems.push(src.problem(
+                d.transport.address.as_ref().and_then(span),
+                format!(
+                    "device \"{}\": address applies to ble devices only",
+                    d.id.get_ref()
+                ),
+                "remove address, or set type = \"ble\"",
+            ));
+        }
         let transport = match d.transport.kind {
+            TransportKind::Ble => {
+                if d.transport.port.is_some()
+                    || d.transport.usb.is_some()
+                    || d.transport.topic.is_some()
+                {
+                    problems.push(src.problem(
+                        span(&d.id),
+                        format!(
+                            "device \"{}\" is a ble device but has a port, usb or topic",
+                            d.id.get_ref()
+                        ),
+                        "a ble device takes only address (or none: the profile's [match] picks it)",
+                    ));
+                }
+                if let Some(address) = &d.transport.address {
+                    if !valid_ble_address(address.get_ref()) {
+                        problems.push(src.problem(
+                            span(address),
+                            format!("address \"{}\" is not a Bluetooth address", address.get_ref()),
+                            "write six hex pairs with colons, e.g. \"C0:11:22:33:44:01\" (fitedge scan lists them)",
+                        ));
+                    }
+                }
+                DeviceTransport::Ble(BleSettings {
+                    address: d.transport.address.map(|a| a.into_inner().to_uppercase()),
+                })
+            }
             TransportKind::Mqtt => {
                 if d.transport.port.is_some() || d.transport.usb.is_some() {
                     problems.push(src.problem(
@@ -805,9 +856,18 @@ impl Device {
     pub fn transport_topic(&self) -> Option<&str> {
         match &self.transport {
             DeviceTransport::Mqtt(m) => m.topic.as_deref(),
-            DeviceTransport::Serial(_) => None,
+            DeviceTransport::Serial(_) | DeviceTransport::Ble(_) => None,
         }
     }
+}
+
+/// `AA:BB:CC:DD:EE:FF`.
+fn valid_ble_address(text: &str) -> bool {
+    let parts: Vec<&str> = text.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Expands `${NAME}` from the environment (systemd's `CREDENTIALS_DIRECTORY`

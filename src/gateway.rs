@@ -97,6 +97,7 @@ pub async fn run(
     // Profile id -> the senders of every device using it, for reloads.
     let mut profile_senders: HashMap<String, Vec<watch::Sender<Profile>>> = HashMap::new();
     let mut mqtt_devices = Vec::new();
+    let mut ble_devices = Vec::new();
     for device in &config.devices {
         let profile =
             profiles
@@ -114,6 +115,7 @@ pub async fn run(
         let transport = match device.transport {
             DeviceTransport::Serial(_) => Transport::Serial,
             DeviceTransport::Mqtt(_) => Transport::Mqtt,
+            DeviceTransport::Ble(_) => Transport::Ble,
         };
         let ctx = DeviceContext {
             origin: Origin {
@@ -144,7 +146,20 @@ pub async fn run(
                     .unwrap_or_else(|| format!("{}/#", device.id));
                 mqtt_devices.push(source::mqtt::MqttDevice { ctx, filter });
             }
+            DeviceTransport::Ble(settings) => {
+                ble_devices.push(source::ble::BleDevice {
+                    ctx,
+                    address: settings.address.clone(),
+                });
+            }
         }
+    }
+    if !ble_devices.is_empty() {
+        let open = || source::bluez::Bluez::open(None);
+        sources.spawn(
+            source::ble::run(open, ble_devices, stats.clone(), stop_sources.clone())
+                .instrument(info_span!("ble")),
+        );
     }
     if let (Some(lan), false) = (config.lan.clone(), mqtt_devices.is_empty()) {
         sources.spawn(

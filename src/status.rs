@@ -16,6 +16,8 @@ pub struct DeviceStats {
     pub frames_ignored: AtomicU64,
     /// Request cycles (request and retries) the device did not answer.
     pub requests_unanswered: AtomicU64,
+    /// BLE notifications dropped because the link's queue was full.
+    pub notifications_dropped: AtomicU64,
     pub connected: AtomicBool,
     pub last_error: Mutex<Option<String>>,
     /// The last reading: when, and its values in brief.
@@ -70,6 +72,8 @@ pub struct Stats {
     lan_durable_ms: Mutex<std::collections::VecDeque<u64>>,
     /// Where an unreadable buffer was moved at start, if it was.
     pub buffer_moved_aside: Mutex<Option<String>>,
+    /// Why Bluetooth LE devices cannot be reached, while they cannot.
+    pub ble_unavailable: Mutex<Option<String>>,
     devices: Mutex<BTreeMap<String, Arc<DeviceStats>>>,
 }
 
@@ -93,6 +97,8 @@ pub struct Snapshot {
     /// Median of the last 256 LAN messages' arrival-to-durable times.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lan_durable_ms_median: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ble_unavailable: Option<String>,
     pub devices: BTreeMap<String, DeviceSnapshot>,
 }
 
@@ -103,6 +109,8 @@ pub struct DeviceSnapshot {
     pub frames_bad: u64,
     pub frames_ignored: u64,
     pub requests_unanswered: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notifications_dropped: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,6 +155,7 @@ impl Stats {
                 sorted.get(sorted.len() / 2).copied()
             }),
             buffer_moved_aside: self.buffer_moved_aside.lock().ok().and_then(|m| m.clone()),
+            ble_unavailable: self.ble_unavailable.lock().ok().and_then(|m| m.clone()),
             devices: devices
                 .iter()
                 .map(|(id, d)| {
@@ -159,6 +168,7 @@ impl Stats {
                             frames_bad: d.frames_bad.load(Relaxed),
                             frames_ignored: d.frames_ignored.load(Relaxed),
                             requests_unanswered: d.requests_unanswered.load(Relaxed),
+                            notifications_dropped: d.notifications_dropped.load(Relaxed),
                             last_error,
                             last_reading: d.last_reading.lock().ok().and_then(|r| r.clone()),
                         },
@@ -167,6 +177,10 @@ impl Stats {
                 .collect(),
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What the heartbeat and `fitedge status` report: progress and counters.

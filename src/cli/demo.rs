@@ -189,6 +189,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             DeviceTransport::Mqtt(_) => {
                 format!("LAN MQTT broker 127.0.0.1:{lan_port}, {BANDS} bands")
             }
+            DeviceTransport::Ble(b) => format!(
+                "Bluetooth LE {}",
+                b.address.as_deref().unwrap_or("(by profile)")
+            ),
         };
         println!("  device {:<16} profile {:<26} on {link}", d.id, d.profile);
     }

@@ -251,15 +251,31 @@ pub fn load(path: &Path) -> Result<(Config, HashMap<String, Profile>), Vec<Probl
         }
     }
     for device in &config.devices {
-        let message_framed = profiles
-            .get(&device.profile)
-            .is_some_and(|p| p.frame == profile::FrameSpec::Message);
-        if message_framed && matches!(device.transport, config::DeviceTransport::Serial(_)) {
+        let Some(p) = profiles.get(&device.profile) else {
+            continue;
+        };
+        let gatt = matches!(p.decode, profile::DecodeSpec::Gatt(_));
+        let mismatch = match device.transport {
+            config::DeviceTransport::Ble(_) if !gatt => Some((
+                format!("device \"{}\" is ble but profile \"{}\" is not a gatt profile", device.id, device.profile),
+                "use a profile with [decode] type = \"gatt\" (device-profiles/*-ble.toml)",
+            )),
+            config::DeviceTransport::Serial(_) | config::DeviceTransport::Mqtt(_) if gatt => Some((
+                format!("device \"{}\" is not ble but profile \"{}\" decodes Bluetooth LE characteristics", device.id, device.profile),
+                "set type = \"ble\", or pick a serial or MQTT profile",
+            )),
+            config::DeviceTransport::Serial(_) if p.frame == profile::FrameSpec::Message => Some((
+                format!("device \"{}\" is serial but profile \"{}\" frames whole MQTT messages", device.id, device.profile),
+                "use a profile with a byte-stream framing (line, stx_etx, header, ...) or make the device type = \"mqtt\"",
+            )),
+            _ => None,
+        };
+        if let Some((message, fix)) = mismatch {
             problems.push(Problem {
                 file: path.to_path_buf(),
                 line: config::device_line(&text, &device.id),
-                message: format!("device \"{}\" is serial but profile \"{}\" frames whole MQTT messages", device.id, device.profile),
-                fix: "use a profile with a byte-stream framing (line, stx_etx, header, ...) or make the device type = \"mqtt\"".into(),
+                message,
+                fix: fix.into(),
             });
         }
     }

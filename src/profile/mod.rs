@@ -148,6 +148,8 @@ pub struct TestCase {
     pub input: Vec<u8>,
     /// The characteristic, for gatt profiles.
     pub characteristic: Option<u16>,
+    /// Values notified in turn (gatt profiles; `input` is the first).
+    pub packets: Vec<Vec<u8>>,
     pub expect: Expect,
 }
 
@@ -197,6 +199,9 @@ struct RawTest {
     /// The characteristic the value came from (gatt profiles).
     #[serde(default)]
     characteristic: Option<String>,
+    /// Several values in turn, for records split over packets (gatt).
+    #[serde(default)]
+    packets: Vec<String>,
     #[serde(default)]
     values: BTreeMap<String, f64>,
     #[serde(default)]
@@ -256,7 +261,7 @@ impl Profile {
 
     fn check_case(&self, case: &TestCase) -> Result<(), String> {
         let outcomes = match (&self.decode, case.characteristic) {
-            (DecodeSpec::Gatt(spec), Some(c)) => decode_gatt(spec, c, &case.input),
+            (DecodeSpec::Gatt(spec), Some(c)) => decode_gatt(spec, c, &case.packets),
             _ => self.decode_all(&case.input, &DecodeContext::default()),
         };
         match &case.expect {
@@ -372,22 +377,27 @@ impl Profile {
     }
 }
 
-/// Decodes one characteristic value with a gatt profile's settings.
+/// Decodes characteristic values notified in turn with a gatt profile's
+/// settings: one result per completed record or rejected value.
 pub fn decode_gatt(
     spec: &gatt::Spec,
     characteristic: u16,
-    value: &[u8],
+    values: &[Vec<u8>],
 ) -> Vec<Result<Measurement, FrameFailure>> {
-    let failure = |e: gatt::GattError| FrameFailure {
-        raw: value.to_vec(),
-        error: e.to_string(),
-        corrupt: true,
-        ignored: false,
-    };
-    match gatt::GattDecoder::new(spec).push(characteristic, value) {
-        Ok(records) => records.into_iter().map(Ok).collect(),
-        Err(e) => vec![Err(failure(e))],
+    let mut decoder = gatt::GattDecoder::new(spec);
+    let mut out = Vec::new();
+    for value in values {
+        match decoder.push(characteristic, value) {
+            Ok(records) => out.extend(records.into_iter().map(Ok)),
+            Err(e) => out.push(Err(FrameFailure {
+                raw: value.clone(),
+                error: e.to_string(),
+                corrupt: true,
+                ignored: false,
+            })),
+        }
     }
+    out
 }
 
 /// The result of one `[[test]]` case.
@@ -997,7 +1007,19 @@ fn validate_tests(
                 "give each [[test]] its own name",
             ));
         }
+        let mut packets = Vec::new();
+        for hex in &t.packets {
+            match frame::parse_hex(hex) {
+                Ok(bytes) => packets.push(bytes),
+                Err(e) => problems.push(src.problem(
+                    Some(src.key_span(span.clone(), "packets")),
+                    format!("{name}: {e}"),
+                    "write each value as hex digits",
+                )),
+            }
+        }
         let input = match (&t.text, &t.hex) {
+            (None, None) if gatt.is_some() && !t.packets.is_empty() => Vec::new(),
             (Some(text), None) => text.as_bytes().to_vec(),
             (None, Some(hex)) => match frame::parse_hex(hex) {
                 Ok(bytes) => bytes,
@@ -1013,7 +1035,9 @@ fn validate_tests(
             _ => {
                 problems.push(src.problem(
                     Some(span.clone()),
-                    format!("{name}: needs exactly one of text or hex"),
+                    format!(
+                        "{name}: needs exactly one of text or hex (or packets, in a gatt profile)"
+                    ),
                     "text = \"...\" for ASCII captures, hex = \"...\" for binary",
                 ));
                 continue;
@@ -1078,11 +1102,21 @@ fn validate_tests(
             }
             (None, None) => None,
         };
+        if packets.is_empty() {
+            packets.push(input.clone());
+        } else if gatt.is_none() {
+            problems.push(src.problem(
+                Some(src.key_span(span.clone(), "packets")),
+                format!("{name}: packets applies to gatt profiles only"),
+                "use hex or text",
+            ));
+        }
         tests.push(TestCase {
             name,
             line,
             input,
             characteristic,
+            packets,
             expect,
         });
     }

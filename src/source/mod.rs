@@ -1,10 +1,14 @@
 //! Sources: the I/O side of each device. A source owns its link (serial
 //! port, ...), feeds the bytes it reads to the device's profile decoder, and
-//! sends the resulting records on to the outbox writer.
+//! sends the resulting records on to the outbox writer. Serial devices
+//! have a task each; LAN MQTT devices share one broker link, and Bluetooth
+//! LE devices one adapter scan.
 //!
 //! Sources never give up: a missing or vanished device is retried with
 //! backoff for as long as the gateway runs.
 
+pub mod ble;
+pub mod bluez;
 pub mod mqtt;
 pub mod poll;
 pub mod serial;
