@@ -159,13 +159,8 @@ fn has(platform: &Platform, device: &str, metric: &str, want: f64) -> bool {
 #[test]
 fn mocked_bluez_devices_reach_the_platform_and_a_dropped_strap_reconnects() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bluez = match MockBluez::start(dir.path()) {
-        Ok(m) => m,
-        Err(why) if std::env::var_os("FITEDGE_REQUIRE_BLUEZ_MOCK").is_none() => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-        Err(why) => panic!("mocked BlueZ required: {why}"),
+    let Some(mut bluez) = mock_or_skip(dir.path()) else {
+        return;
     };
     let port = broker();
     let platform = Platform::subscribe(port);
@@ -243,6 +238,58 @@ fn mocked_bluez_devices_reach_the_platform_and_a_dropped_strap_reconnects() {
     assert!(log.contains("reconnecting"), "{log}");
 }
 
+/// Starts the mocked BlueZ, or returns None when the test is to be skipped.
+fn mock_or_skip(dir: &Path) -> Option<MockBluez> {
+    match MockBluez::start(dir) {
+        Ok(m) => Some(m),
+        Err(why) if std::env::var_os("FITEDGE_REQUIRE_BLUEZ_MOCK").is_none() => {
+            eprintln!("skipped: {why}");
+            None
+        }
+        Err(why) => panic!("mocked BlueZ required: {why}"),
+    }
+}
+
+#[test]
+fn scan_lists_the_advertising_peripherals_with_their_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(bluez) = mock_or_skip(dir.path()) else {
+        return;
+    };
+    let out = common::binary()
+        .args(["scan", "--seconds", "2", "--json", "--config"])
+        .arg(dir.path().join("none.toml"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bluez.address)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = report["ble"]["devices"].as_array().expect("devices");
+    let strap = devices
+        .iter()
+        .find(|d| d["address"] == STRAP)
+        .unwrap_or_else(|| panic!("strap listed: {report}"));
+    assert_eq!(strap["name"], "HRM-Pro");
+    assert_eq!(strap["rssi"], -50);
+    assert_eq!(strap["service_names"][0], "180D Heart Rate");
+    assert_eq!(
+        strap["profiles"],
+        serde_json::json!(["heart-rate-strap-ble"])
+    );
+    let scale = devices
+        .iter()
+        .find(|d| d["address"] == SCALE)
+        .expect("scale");
+    assert_eq!(scale["profiles"], serde_json::json!(["weight-scale-ble"]));
+    assert!(devices.iter().any(|d| d["address"] == TREADMILL));
+    assert!(report["serial"].is_array());
+}
+
 #[test]
 fn without_bluetooth_serial_devices_keep_forwarding_and_ble_is_reported_unavailable() {
     let dir = tempfile::tempdir().unwrap();
@@ -308,4 +355,25 @@ fn without_bluetooth_serial_devices_keep_forwarding_and_ble_is_reported_unavaila
     );
     daemon.stop();
     assert!(daemon.log_text().contains("other devices carry on"));
+
+    // `fitedge scan` says why there is no Bluetooth and still lists ports.
+    let out = common::binary()
+        .args(["scan", "--seconds", "1", "--json", "--config"])
+        .arg(&config)
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            format!("unix:path={}", dir.path().join("no-such-bus").display()),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["ble"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("D-Bus"),
+        "{report}"
+    );
+    assert!(report["serial"].is_array());
 }

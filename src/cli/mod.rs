@@ -2,6 +2,7 @@
 //! Thin over the library; errors become messages and exit codes here.
 
 mod demo;
+mod scan;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,9 @@ pub enum Command {
     },
     /// Run the whole pipeline on simulated devices and an embedded broker.
     Demo(demo::DemoArgs),
+    /// List Bluetooth LE devices advertising nearby and the serial ports,
+    /// with the profiles that would match each.
+    Scan(scan::ScanArgs),
     /// Check or test device profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
@@ -166,6 +170,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run { config } => run_daemon(&config),
         Command::Check { config } => check(&config),
         Command::Demo(args) => demo::run(args),
+        Command::Scan(args) => scan::run(args),
         Command::Profile(ProfileCommand::Check { paths }) => profile_check(&paths),
         Command::Profile(ProfileCommand::Test { paths }) => profile_test(&paths),
         Command::Decode(args) => decode(args),

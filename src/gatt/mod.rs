@@ -89,6 +89,29 @@ pub const CODECS: &[(u16, u16, &str)] = &[
     (0x2ADA, 0x1826, "Fitness Machine Status"),
 ];
 
+/// Names of the services a scan shows.
+const SERVICES: &[(u16, &str)] = &[
+    (0x180D, "Heart Rate"),
+    (0x1809, "Health Thermometer"),
+    (0x1810, "Blood Pressure"),
+    (0x181D, "Weight Scale"),
+    (0x181B, "Body Composition"),
+    (0x181C, "User Data"),
+    (0x1816, "Cycling Speed and Cadence"),
+    (0x1818, "Cycling Power"),
+    (0x1814, "Running Speed and Cadence"),
+    (0x1822, "Pulse Oximeter"),
+    (0x1826, "Fitness Machine"),
+    (0x180A, "Device Information"),
+    (0x180F, "Battery"),
+    (0x1805, "Current Time"),
+];
+
+/// The name of a standard service.
+pub fn service_name(uuid: u16) -> Option<&'static str> {
+    SERVICES.iter().find(|s| s.0 == uuid).map(|s| s.1)
+}
+
 fn known_list() -> String {
     CODECS
         .iter()
