@@ -196,12 +196,13 @@ pub fn prometheus(report: &Report) -> String {
             age as f64,
         );
     }
-    let _ = writeln!(out, "# HELP fitedge_device_frames_total Frames per device and outcome.\n# TYPE fitedge_device_frames_total counter");
+    let _ = writeln!(out, "# HELP fitedge_device_frames_total Frames (BLE notifications) per device and outcome; dropped: lost to a notification flood.\n# TYPE fitedge_device_frames_total counter");
     for (id, d) in &c.devices {
         for (result, n) in [
             ("ok", d.frames_ok),
             ("bad", d.frames_bad),
             ("ignored", d.frames_ignored),
+            ("dropped", d.notifications_dropped),
         ] {
             let _ = writeln!(
                 out,
@@ -289,6 +290,9 @@ pub fn render(r: &Report) -> String {
             "WARNING  an unreadable buffer was moved aside to {aside}"
         );
     }
+    if let Some(why) = &c.ble_unavailable {
+        let _ = writeln!(out, "WARNING  {why}");
+    }
     let _ = writeln!(out, "devices");
     for (id, d) in &c.devices {
         let _ = writeln!(
@@ -303,6 +307,13 @@ pub fn render(r: &Report) -> String {
             d.frames_bad,
             d.frames_ignored
         );
+        if d.notifications_dropped > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<20} {} notifications dropped in a flood",
+                "", d.notifications_dropped
+            );
+        }
         if let Some(last) = &d.last_reading {
             let _ = writeln!(out, "  {:<20} last reading {last}", "");
         }

@@ -156,13 +156,16 @@ impl Seen {
         let news = match t.adverts.get_mut(&advert.address) {
             Some((known, seen)) => {
                 *seen = tick;
-                let news = known.name != advert.name || known.services != advert.services;
-                if advert.name.is_some() || !advert.services.is_empty() || news {
-                    known.name = advert.name.or(known.name.take());
-                    if !advert.services.is_empty() {
-                        known.services = advert.services;
-                    }
-                }
+                // An advert may carry only some of the facts: keep the rest.
+                let name = advert.name.or_else(|| known.name.clone());
+                let services = if advert.services.is_empty() {
+                    known.services.clone()
+                } else {
+                    advert.services
+                };
+                let news = name != known.name || services != known.services;
+                known.name = name;
+                known.services = services;
                 known.rssi = advert.rssi.or(known.rssi);
                 news
             }
@@ -355,10 +358,8 @@ async fn run_device<R: Radio>(
             _ = stop.cancelled() => break,
             a = seen.wait_claim(|a| matches(&matcher, address.as_deref(), a)) => a,
         };
-        let outcome = tokio::select! {
-            _ = stop.cancelled() => Ok(()),
-            r = session(&*radio, ctx, &advert, &stop) => r,
-        };
+        // The session watches `stop` itself, so it can disconnect cleanly.
+        let outcome = session(&*radio, ctx, &advert, &stop).await;
         seen.release(&advert.address);
         ctx.stats.connected.store(false, Relaxed);
         match outcome {
@@ -398,9 +399,11 @@ async fn session<R: Radio>(
             profile.id
         )));
     };
-    let link = tokio::time::timeout(CONNECT_TIMEOUT, radio.connect(&advert.address))
-        .await
-        .map_err(|_| BleError::Link(format!("connecting to {} timed out", advert.address)))??;
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, radio.connect(&advert.address));
+    let link = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        r = connect => r.map_err(|_| BleError::Link(format!("connecting to {} timed out", advert.address)))??,
+    };
     let result = forward(&link, ctx, spec, advert, stop).await;
     link.disconnect().await;
     result
@@ -428,12 +431,10 @@ async fn forward(
             }
         }
     }
-    let subscribed: Vec<u16> = chars
+    let subscribed: Vec<Uuid> = chars
         .iter()
-        .filter(|c| c.notifies)
-        .filter_map(|c| wanted(c).map(|_| c))
+        .filter(|c| c.notifies && wanted(c).is_some())
         .map(|c| c.uuid)
-        .filter_map(|u| gatt::short_uuid(&u))
         .collect();
     if subscribed.is_empty() {
         return Err(BleError::Link(format!(
@@ -443,15 +444,15 @@ async fn forward(
         )));
     }
     let mut stream = link.notifications().await?;
-    for short in &subscribed {
-        link.subscribe(gatt::full_uuid(*short)).await?;
+    for uuid in &subscribed {
+        link.subscribe(*uuid).await?;
     }
     ctx.stats.connected.store(true, Relaxed);
     info!(
         message = "Connected and subscribed.",
         address = %advert.address,
         name = advert.name.as_deref().unwrap_or(""),
-        characteristics = %subscribed.iter().map(|u| format!("{u:04X}")).collect::<Vec<_>>().join(",")
+        characteristics = %subscribed.iter().filter_map(gatt::short_uuid).map(|u| format!("{u:04X}")).collect::<Vec<_>>().join(",")
     );
 
     let (tx, mut rx) = mpsc::channel::<Notification>(QUEUE);

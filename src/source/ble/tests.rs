@@ -129,13 +129,11 @@ struct Rig {
     stop: CancellationToken,
 }
 
-/// Runs the BLE source with one strap device; `records` holds at most
-/// `capacity` records before the source has to wait.
-fn rig(capacity: usize, address: Option<&str>) -> Rig {
+/// A strap device's context; its records arrive on the receiver, which
+/// holds at most `capacity` before the source has to wait.
+fn strap_context(stats: &Stats, capacity: usize) -> (DeviceContext, mpsc::Receiver<Incoming>) {
     let profile = Profile::parse(Path::new("strap.toml"), PROFILE).expect("profile");
-    let stats = Arc::new(Stats::default());
     let (records_tx, records) = mpsc::channel(capacity);
-    let device = stats.device("strap-1");
     let ctx = DeviceContext {
         origin: Origin {
             gateway_id: "gw".into(),
@@ -146,9 +144,17 @@ fn rig(capacity: usize, address: Option<&str>) -> Rig {
         },
         profile: watch::channel(profile).1,
         decode: Default::default(),
-        stats: device.clone(),
+        stats: stats.device("strap-1"),
         records: records_tx,
     };
+    (ctx, records)
+}
+
+/// Runs the BLE source with one strap device on a fake radio.
+fn rig(capacity: usize, address: Option<&str>) -> Rig {
+    let stats = Arc::new(Stats::default());
+    let (ctx, records) = strap_context(&stats, capacity);
+    let device = ctx.stats.clone();
     let air = Air::default();
     let (adverts, rx) = mpsc::unbounded_channel();
     *air.adverts.lock().unwrap() = Some(rx);
@@ -345,23 +351,9 @@ async fn the_configured_address_picks_the_peripheral() {
 
 #[tokio::test(start_paused = true)]
 async fn a_missing_adapter_is_reported_until_it_appears() {
-    let profile = Profile::parse(Path::new("strap.toml"), PROFILE).expect("profile");
     let stats = Arc::new(Stats::default());
-    let (records_tx, _records) = mpsc::channel(4);
-    let device = stats.device("strap-1");
-    let ctx = DeviceContext {
-        origin: Origin {
-            gateway_id: "gw".into(),
-            site_id: "site".into(),
-            device_id: "strap-1".into(),
-            profile_id: "strap".into(),
-            transport: Transport::Ble,
-        },
-        profile: watch::channel(profile).1,
-        decode: Default::default(),
-        stats: device.clone(),
-        records: records_tx,
-    };
+    let (ctx, _records) = strap_context(&stats, 4);
+    let device = ctx.stats.clone();
     let air = Air::default();
     let (_adverts, rx) = mpsc::unbounded_channel();
     *air.adverts.lock().unwrap() = Some(rx);
