@@ -155,7 +155,11 @@ pub async fn run(
         }
     }
     if !ble_devices.is_empty() {
-        let open = || source::bluez::Bluez::open(None);
+        let connector = Arc::new(source::bluez::Connector::default());
+        let open = move || {
+            let connector = connector.clone();
+            async move { connector.open(None).await }
+        };
         sources.spawn(
             source::ble::run(open, ble_devices, stats.clone(), stop_sources.clone())
                 .instrument(info_span!("ble")),

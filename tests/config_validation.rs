@@ -264,3 +264,40 @@ fn a_serial_device_with_an_mqtt_message_profile_is_refused() {
     assert_eq!(code, 78);
     assert!(stderr.contains("frames whole MQTT messages"), "{stderr}");
 }
+
+#[test]
+fn ble_devices_need_gatt_profiles_and_real_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1883, &[]);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(concat!(
+        "\n[[device]]\nid = \"strap-1\"\nprofile = \"heart-rate-strap-ble\"\n",
+        "[device.transport]\ntype = \"ble\"\naddress = \"C0:11:22:33:44\"\n",
+        "\n[[device]]\nid = \"grip-ble\"\nprofile = \"grip-dynamometer-stx-etx\"\n",
+        "[device.transport]\ntype = \"ble\"\n",
+        "\n[[device]]\nid = \"strap-serial\"\nprofile = \"heart-rate-strap-ble\"\n",
+        "[device.transport]\ntype = \"serial\"\nport = \"/dev/ttyUSB9\"\n",
+    ));
+    std::fs::write(&config, &text).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78, "{stderr}");
+    let at = |needle: &str| format!("fitedge.toml:{}", line_of(&text, needle));
+    assert!(
+        stderr.contains("address \"C0:11:22:33:44\" is not a Bluetooth address")
+            && stderr.contains(&at("address = \"C0:11:22:33:44\"")),
+        "{stderr}"
+    );
+    // With the address mended, the profile mismatches are reported.
+    let text = text.replace("C0:11:22:33:44\"", "C0:11:22:33:44:01\"");
+    std::fs::write(&config, &text).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("device \"grip-ble\" is ble but profile \"grip-dynamometer-stx-etx\" is not a gatt profile"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("device \"strap-serial\" is not ble but profile \"heart-rate-strap-ble\" decodes Bluetooth LE characteristics"),
+        "{stderr}"
+    );
+}

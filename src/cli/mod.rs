@@ -191,15 +191,19 @@ fn decode_gatt(spec: &gatt::Spec, uuid: &str, value: &[u8]) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     let Some(codec) = spec.codec_for(characteristic) else {
-        eprintln!(
-            "fitedge decode: {}",
-            gatt::GattError::Unknown(characteristic)
-        );
+        let e = match gatt::codec_name(characteristic) {
+            Some(_) => gatt::GattError::NotWanted(characteristic),
+            None => gatt::GattError::Unknown(characteristic),
+        };
+        eprintln!("fitedge decode: {e}");
         return ExitCode::from(EXIT_DATA);
     };
     let decoded = gatt::decode(codec, value, &spec.options()).and_then(|d| {
         let continues = d.continuation != gatt::Continuation::Complete;
-        Ok((d.normalize(codec, &spec.overrides)?, continues))
+        Ok((
+            d.normalize(characteristic, codec, &spec.overrides)?,
+            continues,
+        ))
     });
     match decoded {
         Ok((m, continues)) => {

@@ -1,6 +1,7 @@
 //! `fitedge scan`: what a technician sees on site before writing a config:
-//! Bluetooth LE peripherals advertising nearby and the serial ports, each
-//! with the catalogue profiles that would match it.
+//! Bluetooth LE peripherals advertising nearby (and those BlueZ still
+//! remembers) and the serial ports, each with the catalogue profiles that
+//! would match it.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use crate::config;
 use crate::gatt;
 use crate::profile::{self, Profile};
 use crate::source::ble::{self, Advert, Radio, Seen};
-use crate::source::bluez::Bluez;
+use crate::source::bluez::Connector;
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
@@ -128,7 +129,7 @@ fn catalogue(config_path: &Path) -> Vec<Profile> {
 }
 
 async fn scan_ble(listen: Duration) -> Result<Vec<Advert>, ble::BleError> {
-    let radio = Bluez::open(None).await?;
+    let radio = Connector::default().open(None).await?;
     let mut stream = radio.scan().await?;
     let seen = Seen::default();
     let _ = tokio::time::timeout(listen, async {
@@ -214,7 +215,7 @@ fn print_table(report: &Report, seconds: u64) {
             "  {}  {:>4} dBm  {:<20}  services: {}  profiles: {}",
             a.address,
             a.rssi.map(|r| r.to_string()).unwrap_or_else(|| "?".into()),
-            a.name.as_deref().unwrap_or("(no name)"),
+            printable(a.name.as_deref().unwrap_or("(no name)")),
             none_if_empty(&d.service_names),
             none_if_empty(&d.profiles),
         );
@@ -233,6 +234,13 @@ fn print_table(report: &Report, seconds: u64) {
             none_if_empty(&p.profiles),
         );
     }
+}
+
+/// A name as a peripheral chose it, without control characters.
+fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 fn none_if_empty(items: &[String]) -> String {

@@ -5,29 +5,39 @@
 //!
 //! Memory is bounded: at most one partial record per characteristic, of at
 //! most [`MAX_PARTS`] packets, and one counter sample per characteristic.
+//! Nothing held is silently lost: a partial record that grows too long,
+//! repeats a field, or waits longer than [`MAX_HOLD`] is sent as it is.
+//! Only a link drop (see [`Assembler::reset`]) or a broken packet discards
+//! a partial record.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use super::{decode, Continuation, Counters, Decoded, GattError, Options, Value};
 
-/// Packets of one split record beyond this are a broken sender: the
-/// partial record is dropped.
+/// Packets of one split record at most; a longer run is sent as it is.
 pub const MAX_PARTS: usize = 8;
+/// A partial record older than this is sent as it is when the next value
+/// of its characteristic arrives (a lost second half is not paired with an
+/// unrelated one).
+pub const MAX_HOLD: Duration = Duration::from_secs(5);
+/// Derived values beyond these are a counter reset, not a movement.
+const MAX_WHEEL_SPEED_MS: f64 = 30.0;
+const MAX_CADENCE_RPM: f64 = 250.0;
 
-/// What one notification produced.
-#[derive(Debug, PartialEq)]
-pub enum Assembled {
-    /// A whole record.
-    Record(Decoded),
-    /// Part of a record; nothing to send yet.
-    Partial,
+/// A partial record: what is held so far, how many packets, since when.
+#[derive(Debug)]
+struct Held {
+    record: Decoded,
+    parts: usize,
+    since: Instant,
 }
 
 /// Per-peripheral decoding state.
 #[derive(Debug, Default)]
 pub struct Assembler {
     options: Options,
-    partial: HashMap<u16, (Decoded, usize)>,
+    partial: HashMap<u16, Held>,
     counters: HashMap<u16, Counters>,
 }
 
@@ -40,8 +50,8 @@ impl Assembler {
     }
 
     /// Decodes one notification of `characteristic` (already mapped to the
-    /// codec it uses). A record left incomplete by a broken packet is
-    /// dropped along with it.
+    /// codec it uses) and returns the records it completes. A record left
+    /// incomplete by a broken packet is dropped along with it.
     pub fn push(&mut self, characteristic: u16, bytes: &[u8]) -> Result<Vec<Decoded>, GattError> {
         let mut decoded = match decode(characteristic, bytes, &self.options) {
             Ok(d) => d,
@@ -52,33 +62,30 @@ impl Assembler {
         };
         self.derive(characteristic, &mut decoded);
         let mut done = Vec::new();
-        match decoded.continuation {
-            Continuation::Complete => {
-                done.push(self.complete(characteristic, decoded));
-            }
-            Continuation::MoreData => {
-                let parts = self.hold(characteristic, decoded);
-                if parts > MAX_PARTS {
-                    self.partial.remove(&characteristic);
-                }
-            }
-            Continuation::MultiplePacket => {
-                // Two packets, each with the flag: the second completes it.
-                if let Some((mut first, _)) = self.partial.remove(&characteristic) {
-                    first.merge(decoded);
-                    first.continuation = Continuation::Complete;
-                    done.push(first);
-                } else {
-                    self.hold(characteristic, decoded);
-                }
+        // A stale half, or a part repeating a field already held, belongs
+        // to another record: send what is held first.
+        if let Some(held) = self.partial.get(&characteristic) {
+            let repeats = decoded.values.iter().any(|v| {
+                !v.metric.ends_with("rr_interval")
+                    && held.record.values.iter().any(|h| h.metric == v.metric)
+                    && held.record.continuation == Continuation::MoreData
+            });
+            if held.since.elapsed() > MAX_HOLD || repeats {
+                done.extend(self.flush(characteristic));
             }
         }
+        let continuation = decoded.continuation;
+        let held = self.hold(characteristic, decoded);
+        let complete = match continuation {
+            Continuation::Complete => true,
+            Continuation::MoreData => held >= MAX_PARTS,
+            // Two packets, each with the flag: the second completes it.
+            Continuation::MultiplePacket => held >= 2,
+        };
+        if complete {
+            done.extend(self.flush(characteristic));
+        }
         Ok(done)
-    }
-
-    /// Packets held in partial records.
-    pub fn held(&self) -> usize {
-        self.partial.values().map(|(_, parts)| parts).sum()
     }
 
     /// The link dropped: partial records cannot be completed, and counters
@@ -88,29 +95,38 @@ impl Assembler {
         self.counters.clear();
     }
 
+    /// Packets held in partial records.
+    pub fn held(&self) -> usize {
+        self.partial.values().map(|h| h.parts).sum()
+    }
+
+    /// Adds a packet to the characteristic's partial record; returns how
+    /// many packets it now has.
     fn hold(&mut self, characteristic: u16, decoded: Decoded) -> usize {
         match self.partial.get_mut(&characteristic) {
-            Some((held, parts)) => {
-                held.merge(decoded);
-                *parts += 1;
-                *parts
+            Some(held) => {
+                held.record.merge(decoded);
+                held.parts += 1;
+                held.parts
             }
             None => {
-                self.partial.insert(characteristic, (decoded, 1));
+                let held = Held {
+                    record: decoded,
+                    parts: 1,
+                    since: Instant::now(),
+                };
+                self.partial.insert(characteristic, held);
                 1
             }
         }
     }
 
-    fn complete(&mut self, characteristic: u16, decoded: Decoded) -> Decoded {
-        match self.partial.remove(&characteristic) {
-            Some((mut held, _)) => {
-                held.merge(decoded);
-                held.continuation = Continuation::Complete;
-                held
-            }
-            None => decoded,
-        }
+    fn flush(&mut self, characteristic: u16) -> Option<Decoded> {
+        self.partial.remove(&characteristic).map(|held| {
+            let mut record = held.record;
+            record.continuation = Continuation::Complete;
+            record
+        })
     }
 
     /// Adds speed and cadence computed against the previous sample.
@@ -125,8 +141,8 @@ impl Assembler {
             .unwrap_or_default();
         if let (Some((revs, time, ticks)), Some((revs0, time0, _))) = (now.wheel, before.wheel) {
             let dt = time.wrapping_sub(time0) as f64 / ticks;
-            if dt > 0.0 {
-                let metres = revs.wrapping_sub(revs0) as f64 * self.options.wheel_circumference_m;
+            let metres = revs.wrapping_sub(revs0) as f64 * self.options.wheel_circumference_m;
+            if dt > 0.0 && metres / dt <= MAX_WHEEL_SPEED_MS {
                 decoded.values.push(Value {
                     field: "wheel_speed",
                     metric: "activity.speed".into(),
@@ -137,12 +153,12 @@ impl Assembler {
         }
         if let (Some((revs, time)), Some((revs0, time0))) = (now.crank, before.crank) {
             let dt = time.wrapping_sub(time0) as f64 / 1024.0;
-            if dt > 0.0 {
-                let turns = revs.wrapping_sub(revs0) as f64;
+            let rpm = revs.wrapping_sub(revs0) as f64 / dt * 60.0;
+            if dt > 0.0 && rpm <= MAX_CADENCE_RPM {
                 decoded.values.push(Value {
                     field: "crank_cadence",
                     metric: "activity.cadence".into(),
-                    value: turns / dt * 60.0,
+                    value: rpm,
                     unit: "/min",
                 });
             }

@@ -72,8 +72,11 @@ pub fn weight(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
     if bit(flags, 3) {
         let bmi = r.u16("BMI")? as f64;
         let height = r.u16("height")? as f64;
-        out.value("bmi", "body.bmi", bmi * 0.1, "kg/m2");
-        out.value("height", "body.height", height * length_res, length);
+        // An unsuccessful measurement carries only time and user.
+        if w != 65535.0 {
+            out.value("bmi", "body.bmi", bmi * 0.1, "kg/m2");
+            out.value("height", "body.height", height * length_res, length);
+        }
     }
     Ok(())
 }

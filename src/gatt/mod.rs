@@ -45,6 +45,8 @@ pub enum GattError {
     Trailing { used: usize, len: usize },
     #[error("no built-in codec for characteristic {0:04X}; known: {known}", known = known_list())]
     Unknown(u16),
+    #[error("characteristic {0:04X} is not among the profile's characteristics")]
+    NotWanted(u16),
     #[error("{0}")]
     Unit(#[from] units::UnitError),
 }
@@ -290,12 +292,16 @@ impl Decoded {
     }
 
     /// Converts to canonical metrics and units, applying a profile's
-    /// overrides first.
+    /// overrides first. `characteristic` is the one the value came from,
+    /// `codec` the one whose layout decoded it (they differ for an alias);
+    /// an override may name either.
     pub fn normalize(
         self,
         characteristic: u16,
+        codec: u16,
         overrides: &[Override],
     ) -> Result<Measurement, GattError> {
+        let ids = [characteristic, codec];
         let vocabulary = Vocabulary::get();
         let mut m = Measurement {
             device_time: self.device_time,
@@ -303,7 +309,7 @@ impl Decoded {
             ..Measurement::default()
         };
         for v in self.values {
-            let Some(v) = apply(v, characteristic, overrides) else {
+            let Some(v) = apply(v, &ids, overrides) else {
                 continue;
             };
             let Some(metric) = vocabulary.metric(&v.metric) else {
@@ -331,7 +337,7 @@ impl Decoded {
                 value: 0.0,
                 unit: "1",
             };
-            if let Some(v) = apply(placeholder, characteristic, overrides) {
+            if let Some(v) = apply(placeholder, &ids, overrides) {
                 if !m.absent.contains(&v.metric) {
                     m.absent.push(v.metric);
                 }
@@ -353,7 +359,8 @@ pub struct Override {
     /// Multiplies the decoded value (a vendor's other resolution).
     #[serde(default)]
     pub scale: Option<f64>,
-    /// Sends the field as another metric of the same unit.
+    /// Sends the field as another metric (its unit must be convertible
+    /// from the field's; `fitedge profile test` shows a mismatch).
     #[serde(default)]
     pub metric: Option<String>,
     /// Leaves the field out.
@@ -361,12 +368,12 @@ pub struct Override {
     pub drop: bool,
 }
 
-fn apply(mut v: Value, characteristic: u16, overrides: &[Override]) -> Option<Value> {
+fn apply(mut v: Value, characteristics: &[u16], overrides: &[Override]) -> Option<Value> {
     for o in overrides.iter().filter(|o| {
         o.field == v.field
             && o.characteristic
                 .as_deref()
-                .is_none_or(|c| parse_uuid16(c) == Some(characteristic))
+                .is_none_or(|c| parse_uuid16(c).is_some_and(|c| characteristics.contains(&c)))
     }) {
         if o.drop {
             return None;

@@ -181,14 +181,17 @@ impl GattDecoder {
         characteristic: u16,
         bytes: &[u8],
     ) -> Result<Vec<Measurement>, GattError> {
-        let codec = self
-            .spec
-            .codec_for(characteristic)
-            .ok_or(GattError::Unknown(characteristic))?;
+        let codec = self.spec.codec_for(characteristic).ok_or({
+            if codec_name(characteristic).is_some() {
+                GattError::NotWanted(characteristic)
+            } else {
+                GattError::Unknown(characteristic)
+            }
+        })?;
         self.assembler
             .push(codec, bytes)?
             .into_iter()
-            .map(|d| d.normalize(codec, &self.spec.overrides))
+            .map(|d| d.normalize(characteristic, codec, &self.spec.overrides))
             .collect()
     }
 

@@ -59,16 +59,66 @@ fn ftms_more_data_parts_merge_and_link_loss_drops_them() {
 }
 
 #[test]
-fn endless_more_data_is_bounded() {
+fn endless_more_data_is_bounded_and_still_delivered() {
     let mut a = Assembler::new(Options::default());
-    for _ in 0..1000 {
-        assert!(a
-            .push(0x2AD2, &bytes("4100C800"))
-            .expect("decodes")
-            .is_empty());
+    let mut records = 0;
+    for i in 0..1000u32 {
+        // Remaining time only, a new value each time: no field repeats
+        // within a record's parts...
+        let part = [0x01, 0x10, (i & 0xFF) as u8, (i >> 8) as u8];
+        records += a.push(0x2AD2, &part).expect("decodes").len();
         assert!(a.held() <= assemble::MAX_PARTS);
     }
-    assert!(a.held() > 0);
+    // ...yet each part repeats the field, so each is sent on its own.
+    assert!(records >= 999, "{records}");
+    // Different fields merge; a repeated one starts the next record.
+    let mut a = Assembler::new(Options::default());
+    let parts = ["4100C800", "8100D200", "0108D200", "0110D200", "0300D200"];
+    let mut out = Vec::new();
+    for p in parts.iter().cycle().take(assemble::MAX_PARTS * 2) {
+        out.extend(a.push(0x2AD2, &bytes(p)).expect("decodes"));
+    }
+    assert_eq!(out.len(), 3, "records of five parts each");
+    assert_eq!(out[0].values.len(), 5);
+}
+
+#[test]
+fn a_failed_weighing_sends_no_bmi_or_height() {
+    let d = decode(0x2A9D, &bytes("08FFFFE200A606"), &Options::default()).expect("decodes");
+    assert!(d.values.is_empty());
+    assert_eq!(d.absent, vec![("weight", "body.weight".to_string())]);
+}
+
+#[test]
+fn a_counter_reset_gives_no_absurd_speed_or_cadence() {
+    let mut d = GattDecoder::new(&Spec::default());
+    push(&mut d, 0x2A5B, "031000000000041000000C");
+    // Both counters went back (sensor reset).
+    let [m] = &push(&mut d, 0x2A5B, "0301000000000801000010")[..] else {
+        panic!("one record");
+    };
+    assert_eq!(value(m, "activity.speed"), None);
+    assert_eq!(value(m, "activity.cadence"), None);
+}
+
+#[test]
+fn overrides_may_name_the_aliased_characteristic() {
+    let spec: Spec = toml::from_str(
+        r#"
+        alias = { "2ACE" = "2AD2" }
+        [[override]]
+        characteristic = "2ACE"
+        field = "average_power"
+        drop = true
+        "#,
+    )
+    .expect("spec");
+    let mut d = GattDecoder::new(&spec);
+    let [m] = &push(&mut d, 0x2ACE, "8000B004BE00")[..] else {
+        panic!("one record");
+    };
+    assert_eq!(value(m, "activity.speed"), Some(12.0));
+    assert_eq!(value(m, "activity.average_power"), None);
 }
 
 #[test]
@@ -209,7 +259,7 @@ proptest! {
         let (uuid, _, _) = CODECS[index];
         let options = Options { pace_bytes, ..Options::default() };
         if let Ok(d) = decode(uuid, &payload, &options) {
-            let m = d.normalize(uuid, &[]).expect("codec units convert");
+            let m = d.normalize(uuid, uuid, &[]).expect("codec units convert");
             prop_assert!(m.values.iter().all(|r| r.value.is_finite()));
         }
         let mut decoder = GattDecoder::new(&Spec::default());
@@ -370,7 +420,7 @@ proptest! {
     #[test]
     fn heart_rate_round_trips(h in heart_rates()) {
         let m = decode(0x2A37, &encode_heart_rate(&h), &Options::default())
-            .and_then(|d| d.normalize(0x2A37, &[]))
+            .and_then(|d| d.normalize(0x2A37, 0x2A37, &[]))
             .expect("valid records decode");
         prop_assert!(close(value(&m, "vital.heart_rate"), h.bpm as f64));
         match h.energy_kj {
@@ -388,7 +438,7 @@ proptest! {
     fn indoor_bike_round_trips(b in bikes()) {
         let d = decode(0x2AD2, &encode_bike(&b), &Options::default()).expect("valid records decode");
         prop_assert_eq!(d.continuation == Continuation::MoreData, b.speed.is_none());
-        let m = d.normalize(0x2AD2, &[]).expect("normalizes");
+        let m = d.normalize(0x2AD2, 0x2AD2, &[]).expect("normalizes");
         let checks = [
             ("activity.speed", b.speed.map(|s| s as f64 * 0.01)),
             ("activity.cadence", b.cadence.map(|c| c as f64 * 0.5)),
@@ -409,7 +459,7 @@ proptest! {
     #[test]
     fn blood_pressure_round_trips(p in pressures()) {
         let m = decode(0x2A35, &encode_pressure(&p), &Options::default())
-            .and_then(|d| d.normalize(0x2A35, &[]))
+            .and_then(|d| d.normalize(0x2A35, 0x2A35, &[]))
             .expect("valid records decode");
         let expect = |(mantissa, exponent): (i16, i8)| mantissa as f64 * 10f64.powi(exponent as i32);
         prop_assert!(close(value(&m, "vital.bp_systolic"), units::round(expect(p.systolic))));

@@ -31,8 +31,8 @@ use crate::profile::{frame::hex, DecodeSpec, Match, Profile};
 use crate::record::Record;
 use crate::status::Stats;
 
-/// Peripherals remembered from advertisements; the least recently seen
-/// is forgotten first.
+/// Peripherals remembered from advertisements; the one not heard from for
+/// longest is forgotten first.
 pub const MAX_SEEN: usize = 256;
 /// Notifications queued per link before new ones are dropped.
 pub const QUEUE: usize = 256;
@@ -40,6 +40,8 @@ pub const QUEUE: usize = 256;
 const LIVENESS: Duration = Duration::from_secs(2);
 /// Connect and discover must finish within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// A scan or a link that lasted this long was healthy: backoff restarts.
+const STABLE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum BleError {
@@ -74,8 +76,8 @@ pub type Notification = (Uuid, Vec<u8>);
 /// A Bluetooth adapter.
 pub trait Radio: Send + Sync + 'static {
     type Link: Link;
-    /// Starts discovery. Every advertisement, repeats included, arrives on
-    /// the stream; it ends when the adapter goes away or is powered off.
+    /// Starts discovery. Advertisements arrive on the stream (repeats may
+    /// be thinned out); it ends when the adapter is found gone or off.
     fn scan(&self) -> impl Future<Output = Result<BoxStream<'static, Advert>, BleError>> + Send;
     /// Connects to an advertised peripheral and discovers its services.
     fn connect(&self, address: &str) -> impl Future<Output = Result<Self::Link, BleError>> + Send;
@@ -200,15 +202,16 @@ impl Seen {
         all
     }
 
-    /// Claims the first unclaimed peripheral `pick` accepts.
+    /// Claims the unclaimed peripheral `pick` accepts that was heard from
+    /// last (a device gone since is not preferred over a present one).
     fn claim(&self, pick: impl Fn(&Advert) -> bool) -> Option<Advert> {
         let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let found = t
             .adverts
             .values()
-            .map(|(a, _)| a)
-            .find(|a| !t.claimed.contains(&a.address) && pick(a))
-            .cloned()?;
+            .filter(|(a, _)| !t.claimed.contains(&a.address) && pick(a))
+            .max_by_key(|(_, seen)| *seen)
+            .map(|(a, _)| a.clone())?;
         t.claimed.insert(found.address.clone());
         Some(found)
     }
@@ -277,7 +280,7 @@ pub async fn run<R, F, Fut>(
             );
         }
         set_unavailable(&stats, None);
-        backoff.reset();
+        let scanning_since = tokio::time::Instant::now();
         let seen = Arc::new(Seen::default());
         let session = stop.child_token();
         let mut tasks = tokio::task::JoinSet::new();
@@ -298,11 +301,23 @@ pub async fn run<R, F, Fut>(
         // Each device task hands its device back for the next session.
         let mut slot = devices.iter_mut();
         while let Some(done) = tasks.join_next().await {
-            if let (Ok(device), Some(s)) = (done, slot.next()) {
-                *s = Some(device);
+            match (done, slot.next()) {
+                (Ok(device), Some(s)) => *s = Some(device),
+                (Err(e), _) => {
+                    warn!(message = "A BLE device task failed; its device is stopped.", error = %e)
+                }
+                _ => {}
             }
         }
         devices.retain(Option::is_some);
+        // An adapter that keeps failing at once is not hammered.
+        if scanning_since.elapsed() > STABLE {
+            backoff.reset();
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
     }
 }
 
@@ -351,14 +366,18 @@ async fn run_device<R: Radio>(
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut last_error: Option<String> = None;
     let ctx = &device.ctx;
+    let mut profile = ctx.profile.clone();
     while !stop.is_cancelled() {
-        let matcher = ctx.profile.borrow().matcher.clone();
+        let matcher = profile.borrow_and_update().matcher.clone();
         let address = device.address.clone();
         let advert = tokio::select! {
             _ = stop.cancelled() => break,
+            // A reloaded profile may match other peripherals.
+            Ok(()) = profile.changed() => continue,
             a = seen.wait_claim(|a| matches(&matcher, address.as_deref(), a)) => a,
         };
         // The session watches `stop` itself, so it can disconnect cleanly.
+        let started = tokio::time::Instant::now();
         let outcome = session(&*radio, ctx, &advert, &stop).await;
         seen.release(&advert.address);
         ctx.stats.connected.store(false, Relaxed);
@@ -366,7 +385,10 @@ async fn run_device<R: Radio>(
             Ok(()) if stop.is_cancelled() => break,
             Ok(()) => {
                 info!(message = "Peripheral disconnected; reconnecting.", address = %advert.address);
-                backoff.reset();
+                // A link that keeps dropping at once is retried ever slower.
+                if started.elapsed() > STABLE {
+                    backoff.reset();
+                }
             }
             Err(e) => {
                 let text = e.to_string();

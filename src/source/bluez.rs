@@ -7,30 +7,57 @@ use btleplug::api::{
     BDAddr, Central, CentralEvent, CentralState, CharPropFlags, Characteristic, Manager as _,
     Peripheral as _, ScanFilter,
 };
-use btleplug::platform::{Adapter, Manager, Peripheral};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use btleplug::platform::{Adapter, Manager, Peripheral, PeripheralId};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use uuid::Uuid;
 
 use super::ble::{Advert, BleError, CharInfo, Link, Notification, Radio};
 
-/// A BlueZ adapter.
-pub struct Bluez {
-    adapter: Adapter,
+/// How often a scanning adapter is checked for being still there and on.
+const PROBE: Duration = Duration::from_secs(10);
+/// Repeated advertisements of one peripheral are looked at this often.
+const REPEAT: Duration = Duration::from_secs(2);
+/// Peripherals whose last look is remembered for [`REPEAT`].
+const REPEAT_MEMORY: usize = 1024;
+
+/// Reaches BlueZ. It keeps its D-Bus connection across attempts: btleplug
+/// runs each connection in a background task that outlives a dropped
+/// manager, so a new connection per retry would pile up.
+#[derive(Default)]
+pub struct Connector {
+    manager: tokio::sync::Mutex<Option<Manager>>,
 }
 
-impl Bluez {
+impl Connector {
     /// The adapter named `name` (e.g. "hci0"), or the first one.
-    pub async fn open(name: Option<&str>) -> Result<Bluez, BleError> {
+    pub async fn open(&self, name: Option<&str>) -> Result<Bluez, BleError> {
         let unavailable =
             |what: &str, e: btleplug::Error| BleError::Unavailable(format!("{what}: {e}"));
-        let manager = Manager::new()
-            .await
-            .map_err(|e| unavailable("cannot reach the system D-Bus", e))?;
-        let adapters = manager
-            .adapters()
-            .await
-            .map_err(|e| unavailable("cannot reach bluetoothd", e))?;
+        let mut slot = self.manager.lock().await;
+        let manager = match slot.take() {
+            Some(m) => m,
+            None => Manager::new()
+                .await
+                .map_err(|e| unavailable("cannot reach the system D-Bus", e))?,
+        };
+        let adapters = match manager.adapters().await {
+            Ok(a) => a,
+            Err(e) => {
+                // bluetoothd missing: the connection is fine, keep it. Any
+                // other failure may be a dead connection: start afresh.
+                if e.to_string().contains("org.bluez") {
+                    *slot = Some(manager);
+                }
+                return Err(unavailable("cannot reach bluetoothd", e));
+            }
+        };
+        *slot = Some(manager);
+        drop(slot);
         let mut chosen = None;
         for adapter in adapters {
             let info = adapter.adapter_info().await.unwrap_or_default();
@@ -53,7 +80,14 @@ impl Bluez {
             Err(e) => Err(unavailable("cannot read the adapter's state", e)),
         }
     }
+}
 
+/// A BlueZ adapter.
+pub struct Bluez {
+    adapter: Adapter,
+}
+
+impl Bluez {
     async fn peripheral(&self, address: &str) -> Result<Peripheral, BleError> {
         let wanted: BDAddr = address
             .parse()
@@ -70,7 +104,44 @@ fn link_error(e: btleplug::Error) -> BleError {
     BleError::Link(e.to_string())
 }
 
-async fn advert(adapter: &Adapter, id: &btleplug::platform::PeripheralId) -> Option<Advert> {
+/// What the scan stream carries before it becomes adverts.
+enum Event {
+    Central(CentralEvent),
+    Probe { on: bool },
+}
+
+impl Event {
+    fn adapter_lost(&self) -> bool {
+        match self {
+            Event::Central(CentralEvent::StateUpdate(s)) => *s != CentralState::PoweredOn,
+            Event::Central(_) => false,
+            Event::Probe { on } => !on,
+        }
+    }
+}
+
+/// Whether a repeat advertisement of `id` is worth a look now; remembers
+/// at most [`REPEAT_MEMORY`] peripherals.
+fn first_look(looked: &Mutex<HashMap<PeripheralId, Instant>>, id: &PeripheralId) -> bool {
+    let mut looked = looked.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if looked
+        .get(id)
+        .is_some_and(|t| now.duration_since(*t) < REPEAT)
+    {
+        return false;
+    }
+    if looked.len() >= REPEAT_MEMORY {
+        looked.retain(|_, t| now.duration_since(*t) < REPEAT);
+        if looked.len() >= REPEAT_MEMORY {
+            looked.clear();
+        }
+    }
+    looked.insert(id.clone(), now);
+    true
+}
+
+async fn advert(adapter: &Adapter, id: &PeripheralId) -> Option<Advert> {
     let peripheral = adapter.peripheral(id).await.ok()?;
     let p = peripheral.properties().await.ok()??;
     Some(Advert {
@@ -84,6 +155,9 @@ async fn advert(adapter: &Adapter, id: &btleplug::platform::PeripheralId) -> Opt
 impl Radio for Bluez {
     type Link = BluezLink;
 
+    /// Advertisements, with each peripheral's repeats looked at no more
+    /// than every [`REPEAT`]; ends when the adapter is off or gone (checked
+    /// every [`PROBE`]: BlueZ sends nothing when a dongle is pulled).
     async fn scan(&self) -> Result<BoxStream<'static, Advert>, BleError> {
         let events = self
             .adapter
@@ -94,24 +168,41 @@ impl Radio for Bluez {
             .start_scan(ScanFilter::default())
             .await
             .map_err(|e| BleError::Unavailable(format!("cannot start scanning: {e}")))?;
+        // Events, and a probe of the adapter's state, in one stream that
+        // ends at the first sign of the adapter being off or gone.
+        let probed = self.adapter.clone();
+        let probe = futures::stream::unfold((), move |()| {
+            let adapter = probed.clone();
+            async move {
+                tokio::time::sleep(PROBE).await;
+                let on = matches!(adapter.adapter_state().await, Ok(CentralState::PoweredOn));
+                Some((Event::Probe { on }, ()))
+            }
+        });
+        let events = events.map(Event::Central);
         let adapter = self.adapter.clone();
-        let adverts = events
-            .take_while(|e| {
-                std::future::ready(
-                    !matches!(e, CentralEvent::StateUpdate(s) if *s != CentralState::PoweredOn),
-                )
-            })
+        let looked: Arc<Mutex<HashMap<PeripheralId, Instant>>> = Arc::default();
+        let adverts = futures::stream::select(events, probe)
+            .take_while(|e| std::future::ready(!e.adapter_lost()))
             .filter_map(move |event| {
-                let adapter = adapter.clone();
+                let (adapter, looked) = (adapter.clone(), looked.clone());
                 async move {
-                    match event {
+                    let Event::Central(event) = event else {
+                        return None;
+                    };
+                    let (id, repeat) = match event {
                         CentralEvent::DeviceDiscovered(id)
                         | CentralEvent::DeviceUpdated(id)
-                        | CentralEvent::ServicesAdvertisement { id, .. } => {
-                            advert(&adapter, &id).await
-                        }
-                        _ => None,
+                        | CentralEvent::ServicesAdvertisement { id, .. } => (id, false),
+                        CentralEvent::RssiUpdate { id, .. }
+                        | CentralEvent::ManufacturerDataAdvertisement { id, .. }
+                        | CentralEvent::ServiceDataAdvertisement { id, .. } => (id, true),
+                        _ => return None,
+                    };
+                    if repeat && !first_look(&looked, &id) {
+                        return None;
                     }
+                    advert(&adapter, &id).await
                 }
             });
         Ok(adverts.boxed())
