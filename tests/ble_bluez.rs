@@ -291,6 +291,48 @@ fn scan_lists_the_advertising_peripherals_with_their_profiles() {
 }
 
 #[test]
+fn a_bus_without_bluetoothd_is_named_as_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ble/system-bus.conf");
+    let Ok(mut bus) = Command::new("dbus-daemon")
+        .arg(format!("--config-file={}", conf.display()))
+        .args(["--nofork", "--print-address=1"])
+        .arg(format!(
+            "--address=unix:path={}",
+            dir.path().join("bus").display()
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        assert!(
+            std::env::var_os("FITEDGE_REQUIRE_BLUEZ_MOCK").is_none(),
+            "dbus-daemon required"
+        );
+        eprintln!("skipped: no dbus-daemon");
+        return;
+    };
+    let mut address = String::new();
+    BufReader::new(bus.stdout.take().expect("piped"))
+        .read_line(&mut address)
+        .unwrap();
+    let out = common::binary()
+        .args(["scan", "--seconds", "1", "--json", "--config"])
+        .arg(dir.path().join("none.toml"))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", address.trim())
+        .output()
+        .unwrap();
+    let _ = bus.kill();
+    let _ = bus.wait();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = report["ble"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot reach bluetoothd") && error.contains("org.bluez"),
+        "{report}"
+    );
+}
+
+#[test]
 fn without_bluetooth_serial_devices_keep_forwarding_and_ble_is_reported_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let port = broker();
