@@ -286,7 +286,18 @@ fn scan_lists_the_advertising_peripherals_with_their_profiles() {
         .find(|d| d["address"] == SCALE)
         .expect("scale");
     assert_eq!(scale["profiles"], serde_json::json!(["weight-scale-ble"]));
-    assert!(devices.iter().any(|d| d["address"] == TREADMILL));
+    let treadmill = devices
+        .iter()
+        .find(|d| d["address"] == TREADMILL)
+        .expect("treadmill");
+    assert_eq!(
+        treadmill["fitness_machines"],
+        serde_json::json!(["treadmill"])
+    );
+    assert_eq!(
+        treadmill["profiles"],
+        serde_json::json!(["ftms-treadmill-ble"])
+    );
     assert!(report["serial"].is_array());
 }
 

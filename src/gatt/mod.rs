@@ -109,6 +109,31 @@ const SERVICES: &[(u16, &str)] = &[
     (0x1805, "Current Time"),
 ];
 
+/// Fitness machine types, by bit of the FTMS advertisement's service data.
+pub const FITNESS_MACHINES: [&str; 6] = [
+    "treadmill",
+    "cross_trainer",
+    "step_climber",
+    "stair_climber",
+    "rower",
+    "indoor_bike",
+];
+
+/// The machine types a Fitness Machine Service advertisement's service
+/// data (flags u8, then the type bits u16) says the machine is.
+pub fn fitness_machines(service_data: &[u8]) -> Vec<&'static str> {
+    let Some(types) = service_data.get(1..3) else {
+        return Vec::new();
+    };
+    let types = u16::from_le_bytes([types[0], types[1]]) as u32;
+    FITNESS_MACHINES
+        .iter()
+        .enumerate()
+        .filter(|(b, _)| bit(types, *b as u32))
+        .map(|(_, name)| *name)
+        .collect()
+}
+
 /// The name of a standard service.
 pub fn service_name(uuid: u16) -> Option<&'static str> {
     SERVICES.iter().find(|s| s.0 == uuid).map(|s| s.1)

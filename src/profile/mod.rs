@@ -62,6 +62,10 @@ pub struct Match {
     /// BLE device address.
     #[serde(default)]
     pub ble_address: Option<String>,
+    /// BLE fitness machines: the type the machine advertises (FTMS service
+    /// data), e.g. "treadmill", to tell machines of one service apart.
+    #[serde(default)]
+    pub ble_fitness_machine: Option<String>,
     /// MQTT topic filter.
     #[serde(default)]
     pub mqtt_topic: Option<String>,
@@ -618,6 +622,15 @@ fn validate_match(src: &SourceText, m: &Spanned<Match>, problems: &mut Vec<Probl
                 span.clone().map(|s| src.key_span(s, "ble_services")),
                 format!("BLE service \"{uuid}\" is not a UUID"),
                 "use a 16-bit UUID such as \"180d\" or a full 128-bit one",
+            ));
+        }
+    }
+    if let Some(machine) = &m.ble_fitness_machine {
+        if !gatt::FITNESS_MACHINES.contains(&machine.as_str()) {
+            problems.push(src.problem(
+                span.clone().map(|s| src.key_span(s, "ble_fitness_machine")),
+                format!("ble_fitness_machine \"{machine}\" is not a fitness machine type"),
+                format!("use one of {}", gatt::FITNESS_MACHINES.join(", ")),
             ));
         }
     }

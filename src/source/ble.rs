@@ -59,6 +59,9 @@ pub struct Advert {
     pub name: Option<String>,
     pub rssi: Option<i16>,
     pub services: Vec<Uuid>,
+    /// What a fitness machine advertises itself as (treadmill, rower, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fitness_machines: Vec<String>,
 }
 
 /// A characteristic the peripheral offers.
@@ -103,11 +106,19 @@ pub struct BleDevice {
     pub address: Option<String>,
 }
 
-/// Whether `advert` is a peripheral `matcher` (with the config's address)
-/// selects. Every filter given must hold; with none, nothing matches.
+/// Whether `advert` is the peripheral a device wants: the config's
+/// `address` alone decides when given; otherwise every filter of the
+/// profile's `matcher` must hold, and with none, nothing matches.
 pub fn matches(matcher: &Match, address: Option<&str>, advert: &Advert) -> bool {
-    let address = address.or(matcher.ble_address.as_deref());
-    if address.is_none() && matcher.ble_name.is_none() && matcher.ble_services.is_empty() {
+    if let Some(address) = address {
+        return address.eq_ignore_ascii_case(&advert.address);
+    }
+    let address = matcher.ble_address.as_deref();
+    if address.is_none()
+        && matcher.ble_name.is_none()
+        && matcher.ble_services.is_empty()
+        && matcher.ble_fitness_machine.is_none()
+    {
         return false;
     }
     let address_ok = address.is_none_or(|a| a.eq_ignore_ascii_case(&advert.address));
@@ -121,7 +132,11 @@ pub fn matches(matcher: &Match, address: Option<&str>, advert: &Advert) -> bool 
         .ble_services
         .iter()
         .all(|s| service_uuid(s).is_some_and(|wanted| advert.services.contains(&wanted)));
-    address_ok && name_ok && services_ok
+    let machine_ok = matcher
+        .ble_fitness_machine
+        .as_ref()
+        .is_none_or(|m| advert.fitness_machines.contains(m));
+    address_ok && name_ok && services_ok && machine_ok
 }
 
 /// A service UUID from "180d" or the 128-bit form.
@@ -168,6 +183,9 @@ impl Seen {
                 let news = name != known.name || services != known.services;
                 known.name = name;
                 known.services = services;
+                if !advert.fitness_machines.is_empty() {
+                    known.fitness_machines = advert.fitness_machines;
+                }
                 known.rssi = advert.rssi.or(known.rssi);
                 news
             }

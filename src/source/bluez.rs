@@ -16,6 +16,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use uuid::Uuid;
 
+use crate::gatt;
+
 use super::ble::{Advert, BleError, CharInfo, Link, Notification, Radio};
 
 /// How often a scanning adapter is checked for being still there and on.
@@ -148,6 +150,14 @@ async fn advert(adapter: &Adapter, id: &PeripheralId) -> Option<Advert> {
         address: p.address.to_string().to_uppercase(),
         name: p.local_name.or(p.advertisement_name),
         rssi: p.rssi,
+        fitness_machines: p
+            .service_data
+            .get(&gatt::full_uuid(0x1826))
+            .map(|data| gatt::fitness_machines(data))
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         services: p.services,
     })
 }

@@ -73,6 +73,7 @@ class Peripheral:
     name: str
     rssi: int
     services: tuple
+    service_data: tuple = ()  # ((uuid16, bytes), ...) as advertised
 
 
 PERIPHERALS = (
@@ -82,10 +83,11 @@ PERIPHERALS = (
     Peripheral('C0:11:22:33:44:02', 'BLE Scale', -60, (
         Service(0x181D, (Characteristic(0x2A9D, ('indicate',)),)),
     )),
+    # FTMS service data: machine available, type treadmill (bit 0).
     Peripheral('C0:11:22:33:44:03', 'FTMS Treadmill', -70, (
         Service(0x1826, (Characteristic(0x2ACD, ('notify',)),
                          Characteristic(0x2ADA, ('notify',)))),
-    )),
+    ), ((0x1826, b'\x01\x01\x00'),)),
 )
 
 
@@ -258,7 +260,9 @@ def device_properties(peripheral):
         'UUIDs': dbus.Array([uuid128(s.uuid16) for s in peripheral.services],
                             signature='s', variant_level=1),
         'ManufacturerData': dbus.Dictionary({}, signature='qv', variant_level=1),
-        'ServiceData': dbus.Dictionary({}, signature='sv', variant_level=1),
+        'ServiceData': dbus.Dictionary(
+            {uuid128(u): byte_array(data) for u, data in peripheral.service_data},
+            signature='sv', variant_level=1),
         'Paired': dbus.Boolean(False, variant_level=1),
         'Bonded': dbus.Boolean(False, variant_level=1),
         'Trusted': dbus.Boolean(False, variant_level=1),

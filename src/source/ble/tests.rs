@@ -33,6 +33,7 @@ fn strap(address: &str) -> Advert {
         name: Some("HRM-Pro".into()),
         rssi: Some(-50),
         services: vec![gatt::full_uuid(0x180D)],
+        fitness_machines: Vec::new(),
     }
 }
 
@@ -335,6 +336,26 @@ fn matching_needs_every_filter_given() {
         !matches(&Match::default(), None, &strap("C0:11:22:33:44:01")),
         "no filter, no match"
     );
+}
+
+#[test]
+fn fitness_machines_are_told_apart_by_their_advertised_type() {
+    let treadmill_only = Match {
+        ble_services: vec!["1826".into()],
+        ble_fitness_machine: Some("treadmill".into()),
+        ..Match::default()
+    };
+    let mut machine = strap("C0:11:22:33:44:03");
+    machine.services = vec![gatt::full_uuid(0x1826)];
+    assert!(!matches(&treadmill_only, None, &machine), "type unknown");
+    // Service data: available, type bits treadmill | rower.
+    let types = gatt::fitness_machines(&[0x01, 0x11, 0x00]);
+    assert_eq!(types, ["treadmill", "rower"]);
+    machine.fitness_machines = types.iter().map(|t| t.to_string()).collect();
+    assert!(matches(&treadmill_only, None, &machine));
+    machine.fitness_machines = vec!["indoor_bike".into()];
+    assert!(!matches(&treadmill_only, None, &machine));
+    assert!(gatt::fitness_machines(&[0x01]).is_empty(), "short data");
 }
 
 #[tokio::test(start_paused = true)]
