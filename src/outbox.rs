@@ -198,6 +198,26 @@ pub struct Outbox {
     unusable: bool,
 }
 
+/// Opens the sled database. A handle dropped just before (a reopen after a
+/// write failure) lets go of the file lock only when sled's flusher thread
+/// ends, so a held lock is waited for, briefly.
+fn open_db(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        .flush_every_ms(Some(500));
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if attempts < 50 && e.to_string().contains("acquire lock") => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 fn slot_key(seq: u64, capacity: u64) -> [u8; 8] {
     (seq % capacity).to_be_bytes()
 }
@@ -210,12 +230,7 @@ impl Outbox {
             path: dir.to_path_buf(),
             source,
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_bytes)
-            .flush_every_ms(Some(500))
-            .open()
-            .map_err(sled_err)?;
+        let db = open_db(dir, options.cache_bytes).map_err(sled_err)?;
         let log = File::open(dir.join("db")).map_err(|source| OutboxError::Sync {
             path: dir.to_path_buf(),
             source,
