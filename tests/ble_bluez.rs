@@ -144,6 +144,13 @@ fn ble_device(id: &str, profile: &str, address: Option<&str>) -> String {
     format!("\n[[device]]\nid = \"{id}\"\nprofile = \"{profile}\"\n[device.transport]\ntype = \"ble\"\n{address}")
 }
 
+/// Appends `[[device]]` tables to a config file.
+fn add_devices(config: &Path, devices: &[String]) {
+    let mut text = std::fs::read_to_string(config).unwrap();
+    text.extend(devices.iter().map(String::as_str));
+    std::fs::write(config, text).unwrap();
+}
+
 fn value(r: &Record, metric: &str) -> Option<f64> {
     r.value(metric).map(|v| v.value)
 }
@@ -165,15 +172,14 @@ fn mocked_bluez_devices_reach_the_platform_and_a_dropped_strap_reconnects() {
     let port = broker();
     let platform = Platform::subscribe(port);
     let config = write_config(dir.path(), port, &[]);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&ble_device("strap-1", "heart-rate-strap-ble", None));
-    text.push_str(&ble_device("scale-1", "weight-scale-ble", Some(SCALE)));
-    text.push_str(&ble_device(
-        "treadmill-1",
-        "ftms-treadmill-ble",
-        Some(TREADMILL),
-    ));
-    std::fs::write(&config, text).unwrap();
+    add_devices(
+        &config,
+        &[
+            ble_device("strap-1", "heart-rate-strap-ble", None),
+            ble_device("scale-1", "weight-scale-ble", Some(SCALE)),
+            ble_device("treadmill-1", "ftms-treadmill-ble", Some(TREADMILL)),
+        ],
+    );
     let mut daemon = Daemon::start_with_env(
         &config,
         1,
@@ -301,6 +307,93 @@ fn scan_lists_the_advertising_peripherals_with_their_profiles() {
     assert!(report["serial"].is_array());
 }
 
+/// The gateway's status report, from its status endpoint.
+fn status(address: std::net::SocketAddr) -> serde_json::Value {
+    let out = common::binary()
+        .args(["status", "--json", "--address"])
+        .arg(address.to_string())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// A config whose status endpoint listens on a free loopback port.
+fn with_status(config: &Path) -> std::net::SocketAddr {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "[status]\nenabled = false",
+        &format!("[status]\nlisten = \"{address}\""),
+    );
+    std::fs::write(config, text).unwrap();
+    address
+}
+
+#[test]
+fn a_powered_off_adapter_is_reported_and_the_strap_returns_when_it_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut bluez) = mock_or_skip(dir.path()) else {
+        return;
+    };
+    let port = broker();
+    let platform = Platform::subscribe(port);
+    let config = write_config(dir.path(), port, &[]);
+    let endpoint = with_status(&config);
+    add_devices(
+        &config,
+        &[ble_device("strap-1", "heart-rate-strap-ble", None)],
+    );
+    let mut daemon = Daemon::start_with_env(
+        &config,
+        1,
+        &[("DBUS_SYSTEM_BUS_ADDRESS", bluez.address.clone())],
+    );
+    let within = Duration::from_secs(30);
+    let subscribed = [format!("event subscribe {STRAP} 2A37")];
+    bluez
+        .expect_all(&subscribed, within)
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+
+    bluez.command("power off");
+    let deadline = Instant::now() + within;
+    let mut report = status(endpoint);
+    while Instant::now() < deadline
+        && !report["health"]["counters"]["ble_unavailable"]
+            .as_str()
+            .is_some_and(|w| w.contains("powered off"))
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        report = status(endpoint);
+    }
+    let counters = &report["health"]["counters"];
+    assert!(
+        counters["ble_unavailable"]
+            .as_str()
+            .is_some_and(|w| w.contains("powered off")),
+        "{report}\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(counters["devices"]["strap-1"]["connected"], false);
+
+    bluez.command("power on");
+    bluez
+        .expect_all(&subscribed, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+    bluez.command(&format!("notify {STRAP} 2A37 0042"));
+    assert!(
+        has(&platform, "strap-1", "vital.heart_rate", 66.0),
+        "{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        status(endpoint)["health"]["counters"]["ble_unavailable"],
+        serde_json::Value::Null
+    );
+    daemon.stop();
+}
+
 #[test]
 fn a_bus_without_bluetoothd_is_named_as_the_cause() {
     let dir = tempfile::tempdir().unwrap();
@@ -358,16 +451,11 @@ fn without_bluetooth_serial_devices_keep_forwarding_and_ble_is_reported_unavaila
             port: &grip.path,
         }],
     );
-    let status = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut text = std::fs::read_to_string(&config).unwrap().replace(
-        "[status]\nenabled = false",
-        &format!("[status]\nlisten = \"{status}\""),
+    let endpoint = with_status(&config);
+    add_devices(
+        &config,
+        &[ble_device("strap-1", "heart-rate-strap-ble", None)],
     );
-    text.push_str(&ble_device("strap-1", "heart-rate-strap-ble", None));
-    std::fs::write(&config, text).unwrap();
     let no_bus = format!("unix:path={}", dir.path().join("no-such-bus").display());
     let mut daemon = Daemon::start_with_env(&config, 1, &[("DBUS_SYSTEM_BUS_ADDRESS", no_bus)]);
 
@@ -383,17 +471,7 @@ fn without_bluetooth_serial_devices_keep_forwarding_and_ble_is_reported_unavaila
     assert!(platform.record_count() >= 5, "{}", daemon.log_text());
     assert!(platform.records().iter().all(|r| r.device_id == "grip-1"));
 
-    let out = common::binary()
-        .args(["status", "--json", "--address"])
-        .arg(status.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = status(endpoint);
     let counters = &report["health"]["counters"];
     let why = counters["ble_unavailable"].as_str().unwrap_or_default();
     assert!(why.contains("Bluetooth is unavailable"), "{report}");

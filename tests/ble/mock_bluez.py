@@ -21,6 +21,8 @@ the test drive it over stdin/stdout:
             disconnect <ADDR>             the peripheral drops the link
             remove <ADDR> | add <ADDR>    the device object (and its GATT
                                           tree) disappears / comes back
+            power on | power off          the adapter's Powered property (off
+                                          drops every link, as BlueZ does)
             quit                          exit 0 (so do EOF and SIGTERM)
 
 UUID16 is the 16-bit form in hex (2A37); on the bus every UUID is 128-bit.
@@ -383,8 +385,21 @@ def cmd_add(root, address):
     add_peripheral(root, peripheral)
 
 
+def cmd_power(_root, state):
+    if state not in ('on', 'off'):
+        raise CommandError('power takes on or off')
+    adapter = mockobject.objects[ADAPTER_PATH]
+    if state == 'off':
+        for device in child_objects(ADAPTER_PATH, DEVICE_IFACE):
+            if device.props[DEVICE_IFACE].get('Connected'):
+                drop_link(device)
+        set_props(adapter, ADAPTER_IFACE, {'Discovering': dbus.Boolean(False, variant_level=1)})
+    set_props(adapter, ADAPTER_IFACE, {'Powered': dbus.Boolean(state == 'on', variant_level=1)})
+
+
 # name -> (handler, number of arguments)
 COMMANDS = {
+    'power': (cmd_power, 1),
     'notify': (cmd_notify, 3),
     'disconnect': (cmd_disconnect, 1),
     'remove': (cmd_remove, 1),
