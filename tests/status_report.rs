@@ -32,16 +32,7 @@ fn status_and_metrics_show_a_running_gateway() {
             },
         ],
     );
-    let status_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{status_port}");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("enabled = false", &format!("listen = \"{address}\""));
-    std::fs::write(&config, text).unwrap();
+    let address = common::enable_status(&config).to_string();
     let mut daemon = Daemon::start(&config, 0);
     wait_for_port(&daemon);
     let mut rng = fastrand::Rng::with_seed(1);

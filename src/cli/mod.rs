@@ -190,13 +190,12 @@ fn decode_gatt(spec: &gatt::Spec, uuid: &str, value: &[u8]) -> ExitCode {
         eprintln!("fitedge decode: --gatt {uuid} is not a 16-bit UUID such as 2A37");
         return ExitCode::from(EXIT_USAGE);
     };
-    let Some(codec) = spec.codec_for(characteristic) else {
-        let e = match gatt::codec_name(characteristic) {
-            Some(_) => gatt::GattError::NotWanted(characteristic),
-            None => gatt::GattError::Unknown(characteristic),
-        };
-        eprintln!("fitedge decode: {e}");
-        return ExitCode::from(EXIT_DATA);
+    let codec = match spec.route(characteristic) {
+        Ok(codec) => codec,
+        Err(e) => {
+            eprintln!("fitedge decode: {e}");
+            return ExitCode::from(EXIT_DATA);
+        }
     };
     let decoded = gatt::decode(codec, value, &spec.options()).and_then(|d| {
         let continues = d.continuation != gatt::Continuation::Complete;

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config;
 use crate::gatt;
-use crate::profile::{self, Profile};
+use crate::profile::Profile;
 use crate::source::ble::{self, Advert, Radio, Seen};
 use crate::source::bluez::Connector;
 
@@ -119,11 +119,11 @@ fn catalogue(config_path: &Path) -> Vec<Profile> {
         .filter(|d| d.is_dir())
         .collect(),
     };
-    let paths = profile::collect_paths(&dirs).unwrap_or_default();
     let mut seen = std::collections::HashSet::new();
-    paths
-        .iter()
-        .filter_map(|p| Profile::load(p).ok())
+    super::load_profiles(&dirs)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(Result::ok)
         .filter(|p| seen.insert(p.id.clone()))
         .collect()
 }

@@ -33,6 +33,25 @@ struct Held {
     since: Instant,
 }
 
+impl Held {
+    /// Whether `next` continues this record: it is fresh, and a More Data
+    /// part repeats no field already held.
+    fn takes(&self, next: &Decoded) -> bool {
+        let repeats = self.record.continuation == Continuation::MoreData
+            && next
+                .values
+                .iter()
+                .any(|v| self.record.values.iter().any(|h| h.metric == v.metric));
+        self.since.elapsed() <= MAX_HOLD && !repeats
+    }
+
+    fn finish(self) -> Decoded {
+        let mut record = self.record;
+        record.continuation = Continuation::Complete;
+        record
+    }
+}
+
 /// Per-peripheral decoding state.
 #[derive(Debug, Default)]
 pub struct Assembler {
@@ -61,29 +80,35 @@ impl Assembler {
             }
         };
         self.derive(characteristic, &mut decoded);
-        let mut done = Vec::new();
-        // A stale half, or a part repeating a field already held, belongs
-        // to another record: send what is held first.
-        if let Some(held) = self.partial.get(&characteristic) {
-            let repeats = decoded.values.iter().any(|v| {
-                !v.metric.ends_with("rr_interval")
-                    && held.record.values.iter().any(|h| h.metric == v.metric)
-                    && held.record.continuation == Continuation::MoreData
-            });
-            if held.since.elapsed() > MAX_HOLD || repeats {
-                done.extend(self.flush(characteristic));
-            }
-        }
         let continuation = decoded.continuation;
-        let held = self.hold(characteristic, decoded);
+        let mut done = Vec::new();
+        let held = match self.partial.remove(&characteristic) {
+            Some(mut held) if held.takes(&decoded) => {
+                held.record.merge(decoded);
+                held.parts += 1;
+                held
+            }
+            // A stale half, or a part repeating a field already held,
+            // belongs to another record: send what is held first.
+            other => {
+                done.extend(other.map(Held::finish));
+                Held {
+                    record: decoded,
+                    parts: 1,
+                    since: Instant::now(),
+                }
+            }
+        };
         let complete = match continuation {
             Continuation::Complete => true,
-            Continuation::MoreData => held >= MAX_PARTS,
+            Continuation::MoreData => held.parts >= MAX_PARTS,
             // Two packets, each with the flag: the second completes it.
-            Continuation::MultiplePacket => held >= 2,
+            Continuation::MultiplePacket => held.parts >= 2,
         };
         if complete {
-            done.extend(self.flush(characteristic));
+            done.push(held.finish());
+        } else {
+            self.partial.insert(characteristic, held);
         }
         Ok(done)
     }
@@ -98,35 +123,6 @@ impl Assembler {
     /// Packets held in partial records.
     pub fn held(&self) -> usize {
         self.partial.values().map(|h| h.parts).sum()
-    }
-
-    /// Adds a packet to the characteristic's partial record; returns how
-    /// many packets it now has.
-    fn hold(&mut self, characteristic: u16, decoded: Decoded) -> usize {
-        match self.partial.get_mut(&characteristic) {
-            Some(held) => {
-                held.record.merge(decoded);
-                held.parts += 1;
-                held.parts
-            }
-            None => {
-                let held = Held {
-                    record: decoded,
-                    parts: 1,
-                    since: Instant::now(),
-                };
-                self.partial.insert(characteristic, held);
-                1
-            }
-        }
-    }
-
-    fn flush(&mut self, characteristic: u16) -> Option<Decoded> {
-        self.partial.remove(&characteristic).map(|held| {
-            let mut record = held.record;
-            record.continuation = Continuation::Complete;
-            record
-        })
     }
 
     /// Adds speed and cadence computed against the previous sample.

@@ -300,9 +300,7 @@ impl Decoded {
     /// (the repeated body fat of a multi-packet record) is kept once.
     pub fn merge(&mut self, later: Decoded) {
         for v in later.values {
-            if !self.values.iter().any(|x| x.metric == v.metric)
-                || v.metric.ends_with("rr_interval")
-            {
+            if !self.values.iter().any(|x| x.metric == v.metric) {
                 self.values.push(v);
             }
         }

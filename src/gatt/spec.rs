@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{codec_name, parse_uuid16, Assembler, GattError, Options, Override};
+use super::{codec_name, parse_uuid16, Assembler, GattError, Options, Override, CODECS};
 use crate::record::Measurement;
 use crate::vocabulary::Vocabulary;
 
@@ -151,6 +151,16 @@ impl Spec {
         (wanted && codec_name(codec).is_some()).then_some(codec)
     }
 
+    /// [`Spec::codec_for`], or the error that says why there is none.
+    pub fn route(&self, characteristic: u16) -> Result<u16, GattError> {
+        self.codec_for(characteristic)
+            .ok_or(if codec_name(characteristic).is_some() {
+                GattError::NotWanted(characteristic)
+            } else {
+                GattError::Unknown(characteristic)
+            })
+    }
+
     pub fn options(&self) -> Options {
         Options {
             pace_bytes: self.pace_bytes,
@@ -163,12 +173,22 @@ impl Spec {
 #[derive(Debug)]
 pub struct GattDecoder {
     spec: Spec,
+    /// (characteristic, codec) for every characteristic the profile
+    /// decodes, worked out once from the spec's text.
+    routes: Vec<(u16, u16)>,
     assembler: Assembler,
 }
 
 impl GattDecoder {
     pub fn new(spec: &Spec) -> Self {
+        let candidates = CODECS
+            .iter()
+            .map(|c| c.0)
+            .chain(spec.alias.keys().filter_map(|a| parse_uuid16(a)));
         GattDecoder {
+            routes: candidates
+                .filter_map(|c| spec.codec_for(c).map(|codec| (c, codec)))
+                .collect(),
             spec: spec.clone(),
             assembler: Assembler::new(spec.options()),
         }
@@ -181,13 +201,10 @@ impl GattDecoder {
         characteristic: u16,
         bytes: &[u8],
     ) -> Result<Vec<Measurement>, GattError> {
-        let codec = self.spec.codec_for(characteristic).ok_or({
-            if codec_name(characteristic).is_some() {
-                GattError::NotWanted(characteristic)
-            } else {
-                GattError::Unknown(characteristic)
-            }
-        })?;
+        let codec = match self.routes.iter().find(|(c, _)| *c == characteristic) {
+            Some((_, codec)) => *codec,
+            None => self.spec.route(characteristic)?,
+        };
         self.assembler
             .push(codec, bytes)?
             .into_iter()

@@ -22,13 +22,12 @@ use futures::StreamExt;
 use thiserror::Error;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{info, info_span, warn, Instrument};
 use uuid::Uuid;
 
 use super::{Backoff, DeviceContext};
 use crate::gatt::{self, GattDecoder};
-use crate::profile::{frame::hex, DecodeSpec, Match, Profile};
-use crate::record::Record;
+use crate::profile::{DecodeSpec, Match, Profile};
 use crate::status::Stats;
 
 /// Peripherals remembered from advertisements; the one not heard from for
@@ -544,26 +543,12 @@ async fn deliver(
                 for (k, v) in context {
                     m.attributes.entry(k.clone()).or_insert_with(|| v.clone());
                 }
-                ctx.stats.frames_ok.fetch_add(1, Relaxed);
-                let record = Record::new(&ctx.origin, m);
-                ctx.stats.note_reading(&record);
-                debug!(message = "Notification decoded.", record = %record.id);
-                if ctx.records.send(record.into()).await.is_err() {
+                if !ctx.emit(m).await {
                     return false;
                 }
             }
         }
-        Err(e) => {
-            ctx.stats.frames_bad.fetch_add(1, Relaxed);
-            ctx.stats.set_error(e.to_string());
-            warn!(
-                message = "Notification rejected.",
-                characteristic = %format!("{short:04X}"),
-                hex = %hex(value),
-                error = %e,
-                stage = "decoding"
-            );
-        }
+        Err(e) => ctx.reject(&format!("characteristic {short:04X}: {e}"), value),
     }
     true
 }

@@ -124,7 +124,10 @@ impl Event {
 
 /// Whether a repeat advertisement of `id` is worth a look now; remembers
 /// at most [`REPEAT_MEMORY`] peripherals.
-fn first_look(looked: &Mutex<HashMap<PeripheralId, Instant>>, id: &PeripheralId) -> bool {
+fn first_look<K: std::hash::Hash + Eq + Clone>(
+    looked: &Mutex<HashMap<K, Instant>>,
+    id: &K,
+) -> bool {
     let mut looked = looked.lock().unwrap_or_else(|p| p.into_inner());
     let now = Instant::now();
     if looked
@@ -279,5 +282,25 @@ impl Link for BluezLink {
 
     async fn disconnect(&self) {
         let _ = self.peripheral.disconnect().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeat_adverts_are_looked_at_once_per_interval_in_bounded_memory() {
+        let looked: Mutex<HashMap<String, Instant>> = Mutex::default();
+        assert!(first_look(&looked, &"strap".to_string()));
+        assert!(
+            !first_look(&looked, &"strap".to_string()),
+            "a repeat within the interval"
+        );
+        assert!(first_look(&looked, &"scale".to_string()));
+        for i in 0..10 * REPEAT_MEMORY {
+            first_look(&looked, &i.to_string());
+            assert!(looked.lock().unwrap().len() <= REPEAT_MEMORY);
+        }
     }
 }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::profile::{frame::hex, DecodeContext, DeviceDecoder, Profile};
-use crate::record::{Incoming, Origin, Record};
+use crate::record::{Incoming, Measurement, Origin, Record};
 use crate::status::DeviceStats;
 
 /// Backoff between attempts to (re)open a device link.
@@ -80,26 +80,12 @@ impl DeviceContext {
         for outcome in outcomes {
             match outcome {
                 Ok(measurement) => {
-                    self.stats.frames_ok.fetch_add(1, Relaxed);
-                    let record = Record::new(&self.origin, measurement);
-                    self.stats.note_reading(&record);
-                    debug!(message = "Frame decoded.", record = %record.id);
-                    if self.records.send(record.into()).await.is_err() {
+                    if !self.emit(measurement).await {
                         return None;
                     }
                 }
                 Err(failure) if failure.ignored => {}
-                Err(failure) if failure.corrupt => {
-                    self.stats.frames_bad.fetch_add(1, Relaxed);
-                    self.stats.set_error(failure.error.clone());
-                    warn!(
-                        message = "Frame rejected.",
-                        error = %failure.error,
-                        hex = %hex(&failure.raw),
-                        profile = %self.profile.borrow().id,
-                        stage = "decoding"
-                    );
-                }
+                Err(failure) if failure.corrupt => self.reject(&failure.error, &failure.raw),
                 Err(failure) => {
                     self.stats.frames_ignored.fetch_add(1, Relaxed);
                     debug!(message = "Frame ignored.", reason = %failure.error, hex = %hex(&failure.raw));
@@ -107,6 +93,31 @@ impl DeviceContext {
             }
         }
         Some(frames)
+    }
+
+    /// Counts a decoded measurement and sends it on as a record; false
+    /// once the record channel is closed (gateway stopping).
+    pub async fn emit(&self, measurement: Measurement) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.frames_ok.fetch_add(1, Relaxed);
+        let record = Record::new(&self.origin, measurement);
+        self.stats.note_reading(&record);
+        debug!(message = "Frame decoded.", record = %record.id);
+        self.records.send(record.into()).await.is_ok()
+    }
+
+    /// Counts and logs a frame (or BLE value) that did not decode.
+    pub fn reject(&self, error: &str, raw: &[u8]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.frames_bad.fetch_add(1, Relaxed);
+        self.stats.set_error(error);
+        warn!(
+            message = "Frame rejected.",
+            error = %error,
+            hex = %hex(raw),
+            profile = %self.profile.borrow().id,
+            stage = "decoding"
+        );
     }
 }
 

@@ -200,6 +200,20 @@ max_records = 5000
 }
 
 /// Opens the buffer a test gateway left in `dir` (see `write_config`).
+/// A config whose status endpoint listens on a free loopback port.
+pub fn enable_status(config: &Path) -> std::net::SocketAddr {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "[status]\nenabled = false",
+        &format!("[status]\nlisten = \"{address}\""),
+    );
+    std::fs::write(config, text).unwrap();
+    address
+}
+
 pub fn open_buffer(dir: &Path) -> fitedge::outbox::Outbox {
     fitedge::outbox::Outbox::open(&dir.join("buffer"), outbox_options(5000))
         .expect("the gateway's buffer opens")

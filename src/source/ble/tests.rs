@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use tokio::sync::watch;
 
 use super::*;
-use crate::record::{Incoming, Origin, Transport};
+use crate::record::{Incoming, Origin, Record, Transport};
 
 const PROFILE: &str = r#"
 id = "strap"
@@ -127,13 +127,24 @@ struct Rig {
     records: mpsc::Receiver<Incoming>,
     stats: Arc<Stats>,
     device: Arc<crate::status::DeviceStats>,
+    /// Sends a reloaded profile to the device.
+    profile: watch::Sender<Profile>,
     stop: CancellationToken,
 }
 
 /// A strap device's context; its records arrive on the receiver, which
-/// holds at most `capacity` before the source has to wait.
-fn strap_context(stats: &Stats, capacity: usize) -> (DeviceContext, mpsc::Receiver<Incoming>) {
+/// holds at most `capacity` before the source has to wait, and reloaded
+/// profiles go through the sender.
+fn strap_context(
+    stats: &Stats,
+    capacity: usize,
+) -> (
+    DeviceContext,
+    mpsc::Receiver<Incoming>,
+    watch::Sender<Profile>,
+) {
     let profile = Profile::parse(Path::new("strap.toml"), PROFILE).expect("profile");
+    let (profile_tx, profile_rx) = watch::channel(profile);
     let (records_tx, records) = mpsc::channel(capacity);
     let ctx = DeviceContext {
         origin: Origin {
@@ -143,18 +154,18 @@ fn strap_context(stats: &Stats, capacity: usize) -> (DeviceContext, mpsc::Receiv
             profile_id: "strap".into(),
             transport: Transport::Ble,
         },
-        profile: watch::channel(profile).1,
+        profile: profile_rx,
         decode: Default::default(),
         stats: stats.device("strap-1"),
         records: records_tx,
     };
-    (ctx, records)
+    (ctx, records, profile_tx)
 }
 
 /// Runs the BLE source with one strap device on a fake radio.
 fn rig(capacity: usize, address: Option<&str>) -> Rig {
     let stats = Arc::new(Stats::default());
-    let (ctx, records) = strap_context(&stats, capacity);
+    let (ctx, records, profile) = strap_context(&stats, capacity);
     let device = ctx.stats.clone();
     let air = Air::default();
     let (adverts, rx) = mpsc::unbounded_channel();
@@ -176,6 +187,7 @@ fn rig(capacity: usize, address: Option<&str>) -> Rig {
         records,
         stats,
         device,
+        profile,
         stop,
     }
 }
@@ -373,7 +385,7 @@ async fn the_configured_address_picks_the_peripheral() {
 #[tokio::test(start_paused = true)]
 async fn a_missing_adapter_is_reported_until_it_appears() {
     let stats = Arc::new(Stats::default());
-    let (ctx, _records) = strap_context(&stats, 4);
+    let (ctx, _records, _profile) = strap_context(&stats, 4);
     let device = ctx.stats.clone();
     let air = Air::default();
     let (_adverts, rx) = mpsc::unbounded_channel();
@@ -422,4 +434,26 @@ async fn a_missing_adapter_is_reported_until_it_appears() {
         "cleared once the adapter is there"
     );
     stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reloaded_profile_reaches_a_device_still_waiting_for_a_peripheral() {
+    let rig = rig(16, None);
+    let scale_only = PROFILE.replace("^HRM", "^Scale");
+    rig.profile
+        .send(Profile::parse(Path::new("strap.toml"), &scale_only).expect("profile"))
+        .unwrap();
+    rig.adverts.send(strap("C0:11:22:33:44:01")).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rig.air.connects.load(Relaxed),
+        0,
+        "the strap does not match"
+    );
+    // A reload that matches the strap is taken up without a new advert.
+    rig.profile
+        .send(Profile::parse(Path::new("strap.toml"), PROFILE).expect("profile"))
+        .unwrap();
+    rig.link(1).await;
+    rig.stop.cancel();
 }
