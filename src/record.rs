@@ -81,6 +81,10 @@ pub struct Record {
     pub received_at: String,
     /// Whether the gateway clock was synchronized when the frame arrived.
     pub clock_synced: bool,
+    /// Set when `received_at` was taken before the clock was synchronized
+    /// and corrected from the boot clock at sending; never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_corrected: Option<bool>,
     pub values: Vec<Reading>,
     /// Metrics the device reported as "no data" (sentinels, NaN).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -148,6 +152,7 @@ impl Record {
             device_time: measurement.device_time,
             received_at: crate::clock::now_rfc3339(),
             clock_synced: crate::clock::is_synchronized(),
+            time_corrected: None,
             values: measurement.values,
             absent: measurement.absent,
             attributes: measurement.attributes,

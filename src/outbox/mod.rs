@@ -10,8 +10,15 @@
 //! head/tail pointers live in one meta key written in the same atomic batch
 //! as the slots. The rule this implements is written in `docs/reliability.md`.
 //!
-//! Slot layout (format 1): `seq u64 | boot id [16] | uptime ms u64 |
-//! device id length u8 | device id | record JSON`, integers big-endian.
+//! `slot.rs` holds the stored format, `inspect.rs` the offline tools
+//! (`fitedge buffer stats|verify|export`).
+
+mod inspect;
+mod slot;
+
+pub use inspect::{disk_usage, export, inspect, Report};
+pub use slot::FORMAT_VERSION;
+use slot::{decode_slot, encode_slot, record_bytes, slot_key, Meta, META_KEY};
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -25,10 +32,6 @@ use crate::clock::Stamp;
 use crate::config::FullPolicy;
 use crate::record::Record;
 
-/// Version of the on-disk layout; a newer one is refused, older ones read.
-pub const FORMAT_VERSION: u32 = 1;
-const META_KEY: &[u8] = b"meta";
-const HEADER: usize = 8 + 16 + 8 + 1;
 /// Records expired by age in one append, at most (keeps appends short).
 const EXPIRE_PER_APPEND: u64 = 10_000;
 
@@ -115,72 +118,14 @@ pub struct AppendOutcome {
     pub expired: u64,
 }
 
-/// A stored record as the uplink needs it.
+/// A stored record as the uplink needs it: the versioned record (what goes
+/// on the wire is the payload encoder's business) and when it was accepted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     pub seq: u64,
     /// When the outbox accepted it, on the boot clock.
     pub stamp: Stamp,
-    pub device_id: String,
-    /// The record's JSON, exactly the MQTT payload.
-    pub payload: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Meta {
-    version: u32,
-    capacity: u64,
-    /// Sequence number the next record gets.
-    head: u64,
-    /// Oldest record not yet acknowledged; everything before it is released.
-    tail: u64,
-    /// Bytes of all records ever appended, for the mean record size.
-    bytes_appended: u64,
-}
-
-impl Meta {
-    fn new(capacity: u64) -> Meta {
-        Meta {
-            version: FORMAT_VERSION,
-            capacity,
-            head: 0,
-            tail: 0,
-            bytes_appended: 0,
-        }
-    }
-
-    fn encode(&self) -> [u8; 36] {
-        let mut b = [0u8; 36];
-        b[0..4].copy_from_slice(&self.version.to_be_bytes());
-        b[4..12].copy_from_slice(&self.capacity.to_be_bytes());
-        b[12..20].copy_from_slice(&self.head.to_be_bytes());
-        b[20..28].copy_from_slice(&self.tail.to_be_bytes());
-        b[28..36].copy_from_slice(&self.bytes_appended.to_be_bytes());
-        b
-    }
-
-    fn decode(b: &[u8]) -> Option<Meta> {
-        let u64_at = |i: usize| {
-            b.get(i..i + 8)
-                .and_then(|s| s.try_into().ok())
-                .map(u64::from_be_bytes)
-        };
-        Some(Meta {
-            version: u32::from_be_bytes(b.get(0..4)?.try_into().ok()?),
-            capacity: u64_at(4)?,
-            head: u64_at(12)?,
-            tail: u64_at(20)?,
-            bytes_appended: u64_at(28)?,
-        })
-    }
-
-    /// Estimated bytes of the unacknowledged records.
-    fn pending_bytes(&self) -> u64 {
-        match self.head {
-            0 => 0,
-            n => (self.head - self.tail) * (self.bytes_appended / n),
-        }
-    }
+    pub record: Record,
 }
 
 /// The durable ring. One writer appends; the uplink reads and acknowledges.
@@ -216,10 +161,6 @@ fn open_db(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
             result => return result,
         }
     }
-}
-
-fn slot_key(seq: u64, capacity: u64) -> [u8; 8] {
-    (seq % capacity).to_be_bytes()
 }
 
 impl Outbox {
@@ -343,25 +284,24 @@ impl Outbox {
         outcome.expired = self.expire(&mut meta, &mut acked, &now)?;
         for record in records.iter_mut() {
             record.seq = meta.head;
-            let json = serde_json::to_vec(record).unwrap_or_default();
-            if json.is_empty()
-                || json.len() > self.options.max_record_bytes
-                || record.device_id.len() > 255
-            {
+            let slot = encode_slot(record, &now)
+                .map(|slot| (record_bytes(&slot, record), slot))
+                .filter(|(size, _)| *size <= self.options.max_record_bytes);
+            let Some((size, slot)) = slot else {
                 warn!(
                     message = "Record too large for the buffer; refused.",
-                    bytes = json.len(),
+                    bytes = serde_json::to_vec(record).map_or(0, |j| j.len()),
                     limit = self.options.max_record_bytes,
                     device = %record.device_id,
                     stage = "buffer"
                 );
                 outcome.refused += 1;
                 continue;
-            }
+            };
             let over_bytes = |m: &Meta| {
-                self.options.max_bytes.is_some_and(|max| {
-                    m.pending_bytes() + json.len() as u64 > max && m.head > m.tail
-                })
+                self.options
+                    .max_bytes
+                    .is_some_and(|max| m.pending_bytes() + size as u64 > max && m.head > m.tail)
             };
             while meta.head - meta.tail >= meta.capacity || over_bytes(&meta) {
                 if self.options.full_policy == FullPolicy::RefuseNewest {
@@ -374,17 +314,10 @@ impl Outbox {
                 outcome.refused += 1;
                 continue;
             }
-            let mut value = Vec::with_capacity(HEADER + record.device_id.len() + json.len());
-            value.extend_from_slice(&meta.head.to_be_bytes());
-            value.extend_from_slice(&now.boot_id);
-            value.extend_from_slice(&now.uptime_ms.to_be_bytes());
-            value.push(record.device_id.len() as u8);
-            value.extend_from_slice(record.device_id.as_bytes());
-            value.extend_from_slice(&json);
-            batch.insert(&slot_key(meta.head, meta.capacity), value);
+            batch.insert(&slot_key(meta.head, meta.capacity), slot);
             outcome.accepted.push(meta.head);
             meta.head += 1;
-            meta.bytes_appended += json.len() as u64;
+            meta.bytes_appended += size as u64;
         }
         if meta == self.meta {
             return Ok(outcome);
@@ -638,404 +571,5 @@ fn drop_oldest(meta: &mut Meta, acked: &mut BTreeSet<u64>) {
     }
 }
 
-fn decode_slot(seq: u64, value: &[u8]) -> Result<Stored, String> {
-    let u64_at = |i: usize| {
-        value
-            .get(i..i + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-    };
-    let stored_seq = u64_at(0);
-    if stored_seq != Some(seq) {
-        return Err(format!("record {stored_seq:?}"));
-    }
-    let boot_id: [u8; 16] = value
-        .get(8..24)
-        .and_then(|b| b.try_into().ok())
-        .ok_or("a truncated header")?;
-    let uptime_ms = u64_at(24).ok_or("a truncated header")?;
-    let id_len = *value.get(32).ok_or("a truncated header")? as usize;
-    let device_id = value
-        .get(HEADER..HEADER + id_len)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .ok_or("a bad device id")?
-        .to_string();
-    Ok(Stored {
-        seq,
-        stamp: Stamp { boot_id, uptime_ms },
-        device_id,
-        payload: value[HEADER + id_len..].to_vec(),
-    })
-}
-
-/// What `fitedge buffer stats|verify` report about a stopped gateway's buffer.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Report {
-    pub path: PathBuf,
-    pub format: u32,
-    pub capacity: u64,
-    pub head: u64,
-    pub tail: u64,
-    pub pending: u64,
-    pub disk_bytes: u64,
-    pub oldest_received_at: Option<String>,
-    /// Slots that could not be read or parsed.
-    pub problems: Vec<String>,
-}
-
-fn open_existing(dir: &Path) -> Result<(sled::Db, Meta), OutboxError> {
-    if !dir.join("db").exists() {
-        return Err(OutboxError::Missing {
-            path: dir.to_path_buf(),
-        });
-    }
-    let db = sled::Config::new()
-        .path(dir)
-        .cache_capacity(4 << 20)
-        .open()
-        .map_err(|source| OutboxError::Sled {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    let meta = db
-        .get(META_KEY)
-        .map_err(|source| OutboxError::Sled {
-            path: dir.to_path_buf(),
-            source,
-        })?
-        .and_then(|v| Meta::decode(&v))
-        .ok_or_else(|| OutboxError::Corrupt {
-            path: dir.to_path_buf(),
-            seq: 0,
-            detail: "no readable meta key".into(),
-        })?;
-    Ok((db, meta))
-}
-
-/// Reads every unacknowledged record of the buffer in `dir` (the gateway
-/// must be stopped) and reports counts and problems.
-pub fn inspect(dir: &Path) -> Result<Report, OutboxError> {
-    let (db, meta) = open_existing(dir)?;
-    let mut problems = Vec::new();
-    let mut oldest = None;
-    for seq in meta.tail..meta.head {
-        let slot = db.get(slot_key(seq, meta.capacity)).ok().flatten();
-        let stored = slot
-            .ok_or_else(|| "missing".to_string())
-            .and_then(|v| decode_slot(seq, &v));
-        match stored.and_then(|s| {
-            serde_json::from_slice::<Record>(&s.payload).map_err(|e| format!("JSON: {e}"))
-        }) {
-            Ok(record) => {
-                oldest.get_or_insert(record.received_at);
-            }
-            Err(e) => problems.push(format!("record {seq}: {e}")),
-        }
-    }
-    Ok(Report {
-        path: dir.to_path_buf(),
-        format: meta.version,
-        capacity: meta.capacity,
-        head: meta.head,
-        tail: meta.tail,
-        pending: meta.head - meta.tail,
-        disk_bytes: disk_usage(dir),
-        oldest_received_at: oldest,
-        problems,
-    })
-}
-
-/// Writes every unacknowledged record of the buffer in `dir` as JSON lines.
-pub fn export(dir: &Path, out: &mut dyn std::io::Write) -> Result<u64, OutboxError> {
-    let (db, meta) = open_existing(dir)?;
-    let mut written = 0;
-    for seq in meta.tail..meta.head {
-        let Some(value) = db.get(slot_key(seq, meta.capacity)).ok().flatten() else {
-            continue;
-        };
-        let Ok(stored) = decode_slot(seq, &value) else {
-            continue;
-        };
-        let io = |source| OutboxError::Sync {
-            path: dir.to_path_buf(),
-            source,
-        };
-        out.write_all(&stored.payload).map_err(io)?;
-        out.write_all(b"\n").map_err(io)?;
-        written += 1;
-    }
-    Ok(written)
-}
-
-/// Bytes used by the files under `dir` (for soak tests and status).
-pub fn disk_usage(dir: &Path) -> u64 {
-    fn walk(p: &Path) -> u64 {
-        match std::fs::read_dir(p) {
-            Ok(entries) => entries
-                .filter_map(Result::ok)
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => walk(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum(),
-            Err(_) => 0,
-        }
-    }
-    walk(dir)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::{Measurement, Origin, Transport};
-
-    fn options(max_records: u64, full_policy: FullPolicy) -> OutboxOptions {
-        OutboxOptions {
-            max_records,
-            max_record_bytes: 4096,
-            full_policy,
-            cache_bytes: 1 << 20,
-            max_bytes: None,
-            max_age: None,
-        }
-    }
-
-    fn records(n: usize) -> Vec<Record> {
-        let origin = Origin {
-            gateway_id: "gw".into(),
-            site_id: "s".into(),
-            device_id: "dev-1".into(),
-            profile_id: "p".into(),
-            transport: Transport::Serial,
-        };
-        (0..n)
-            .map(|_| Record::new(&origin, Measurement::default()))
-            .collect()
-    }
-
-    fn seqs(stored: &[Stored]) -> Vec<u64> {
-        stored.iter().map(|s| s.seq).collect()
-    }
-
-    #[test]
-    fn append_read_ack_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
-        let mut batch = records(3);
-        let out = o.append(&mut batch).unwrap();
-        assert_eq!(out.accepted, vec![0, 1, 2]);
-        assert_eq!(batch[2].seq, 2);
-        let stored = o.read(0, 10).unwrap();
-        assert_eq!(seqs(&stored), vec![0, 1, 2]);
-        assert_eq!(stored[0].device_id, "dev-1");
-        let back: Record = serde_json::from_slice(&stored[1].payload).unwrap();
-        assert_eq!(back, batch[1]);
-        o.ack(1).unwrap();
-        assert_eq!(o.tail(), 0, "tail waits for record 0");
-        assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![0, 2]);
-        o.ack(0).unwrap();
-        assert_eq!(o.tail(), 2);
-        assert_eq!(o.pending(), 1);
-        o.ack(0).unwrap();
-        o.ack(99).unwrap();
-        assert_eq!(o.pending(), 1);
-    }
-
-    #[test]
-    fn unacknowledged_records_survive_reopen_and_sequence_continues() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
-            o.append(&mut records(5)).unwrap();
-            o.ack(0).unwrap();
-            o.ack(1).unwrap();
-        }
-        let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
-        assert_eq!(o.tail(), 2);
-        assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![2, 3, 4]);
-        assert_eq!(o.append(&mut records(1)).unwrap().accepted, vec![5]);
-    }
-
-    #[test]
-    fn the_ring_wraps_and_drop_oldest_overwrites_the_oldest() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
-        for seq in 0..40 {
-            o.append(&mut records(1)).unwrap();
-            o.ack(seq).unwrap();
-        }
-        assert_eq!((o.tail(), o.head()), (40, 40));
-        let out = o.append(&mut records(20)).unwrap();
-        assert_eq!(out.dropped_oldest, 4);
-        assert_eq!(seqs(&o.read(0, 100).unwrap()), (44..60).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn refuse_newest_keeps_the_backlog() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = Outbox::open(dir.path(), options(16, FullPolicy::RefuseNewest)).unwrap();
-        let out = o.append(&mut records(20)).unwrap();
-        assert_eq!((out.accepted.len(), out.refused), (16, 4));
-        assert_eq!(seqs(&o.read(0, 100).unwrap()), (0..16).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn oversized_records_are_refused_not_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = Outbox::open(
-            dir.path(),
-            OutboxOptions {
-                max_record_bytes: 600,
-                ..options(16, FullPolicy::DropOldest)
-            },
-        )
-        .unwrap();
-        let mut batch = records(2);
-        batch[0]
-            .attributes
-            .insert("blob".into(), serde_json::Value::String("x".repeat(1000)));
-        let out = o.append(&mut batch).unwrap();
-        assert_eq!((out.accepted, out.refused), (vec![0], 1));
-    }
-
-    #[test]
-    fn a_resized_ring_keeps_its_size_until_it_drains() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
-            o.append(&mut records(3)).unwrap();
-        }
-        {
-            let mut o = Outbox::open(dir.path(), options(32, FullPolicy::DropOldest)).unwrap();
-            assert_eq!(o.capacity(), 16);
-            assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![0, 1, 2]);
-            for s in 0..3 {
-                o.ack(s).unwrap();
-            }
-        }
-        let o = Outbox::open(dir.path(), options(32, FullPolicy::DropOldest)).unwrap();
-        assert_eq!(o.capacity(), 32);
-    }
-
-    #[test]
-    fn an_unopenable_database_is_moved_aside_and_replaced() {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("buffer");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("conf"), b"\x00garbage\xff").unwrap();
-        std::fs::write(dir.join("db"), vec![0xAB; 4096]).unwrap();
-        let (mut o, aside) =
-            Outbox::open_or_recover(&dir, options(16, FullPolicy::DropOldest)).unwrap();
-        let aside = aside.expect("moved aside");
-        assert!(aside.exists());
-        assert_eq!(o.append(&mut records(1)).unwrap().accepted, vec![0]);
-    }
-
-    #[test]
-    fn reopening_keeps_records_and_acknowledgements() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
-            o.append(&mut records(4)).unwrap();
-            o.ack(0).unwrap();
-            o.reopen().unwrap();
-            assert_eq!((o.head(), o.tail()), (4, 1));
-            o.append(&mut records(2)).unwrap();
-            o.ack(1).unwrap();
-        }
-        let o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
-        assert_eq!((o.head(), o.tail()), (6, 2));
-        assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![2, 3, 4, 5]);
-    }
-
-    #[test]
-    fn meta_round_trips() {
-        let m = Meta {
-            version: 1,
-            capacity: 7,
-            head: 1 << 40,
-            tail: 3,
-            bytes_appended: 99,
-        };
-        assert_eq!(Meta::decode(&m.encode()), Some(m));
-        assert_eq!(Meta::decode(&[1, 2, 3]), None);
-    }
-
-    #[test]
-    fn a_byte_limit_applies_the_full_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = Outbox::open(
-            dir.path(),
-            OutboxOptions {
-                max_bytes: Some(4000),
-                ..options(1000, FullPolicy::DropOldest)
-            },
-        )
-        .unwrap();
-        o.append(&mut records(10)).unwrap();
-        let size = o.meta.bytes_appended / 10;
-        let out = o.append(&mut records(40)).unwrap();
-        assert!(out.dropped_oldest > 0, "{out:?}");
-        assert!(
-            o.pending() * size <= 4000 + size,
-            "pending {} of {size} bytes",
-            o.pending()
-        );
-        let mut refusing = Outbox::open(
-            tempfile::tempdir().unwrap().path(),
-            OutboxOptions {
-                max_bytes: Some(4000),
-                ..options(1000, FullPolicy::RefuseNewest)
-            },
-        )
-        .unwrap();
-        let out = refusing.append(&mut records(50)).unwrap();
-        assert!(out.refused > 0 && out.accepted.len() < 50);
-    }
-
-    #[test]
-    fn records_past_their_age_are_dropped_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = Outbox::open(
-            dir.path(),
-            OutboxOptions {
-                max_age: Some(std::time::Duration::from_millis(300)),
-                ..options(100, FullPolicy::DropOldest)
-            },
-        )
-        .unwrap();
-        o.append(&mut records(3)).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(400));
-        let out = o.append(&mut records(2)).unwrap();
-        assert_eq!(out.expired, 3);
-        assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![3, 4]);
-    }
-
-    #[test]
-    fn slots_carry_the_boot_clock_and_inspection_reads_them() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
-            o.append(&mut records(3)).unwrap();
-            o.ack(0).unwrap();
-            let stored = o.read(0, 1).unwrap();
-            assert_eq!(stored[0].stamp.boot_id, Stamp::now().boot_id);
-            assert!(o.oldest_age_ms().is_some());
-        }
-        let report = inspect(dir.path()).unwrap();
-        assert_eq!(
-            (report.head, report.tail, report.pending, report.capacity),
-            (3, 1, 2, 16)
-        );
-        assert!(report.problems.is_empty(), "{:?}", report.problems);
-        let mut out = Vec::new();
-        export(dir.path(), &mut out).unwrap();
-        let lines: Vec<Record> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
-    }
-}
+mod tests;
