@@ -1,5 +1,5 @@
-//! The gateway's lifecycle: builds the pipeline from a validated config,
-//! runs it until `shutdown` resolves, then drains it in order.
+//! The gateway's lifecycle: builds the stages from a validated config, runs
+//! them until `shutdown` resolves, then drains them in order.
 //!
 //! ```text
 //! sources (one task per device) --records--> writer --durable--> outbox
@@ -8,33 +8,35 @@
 //!                                                      v            |
 //!                                                    uplink ----> broker
 //! ```
-//! This is the only place that creates channels. Shutdown stops the sources
+//! This is the only place that creates channels. [`Stages`] holds every
+//! running stage, each field saying why it exists. A stage between the
+//! sources and the writer (a station-session binder, a de-duplicator) takes
+//! the receiver the writer would take and gives the writer its own: one more
+//! field and one more task in [`Stages::start`]. Shutdown stops the sources
 //! first, lets the writer make everything they sent durable, then gives the
 //! uplink a moment to collect outstanding PUBACKs.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 use tokio::sync::{mpsc, watch, Notify};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::{Config, DeviceTransport};
 use crate::outbox::{Outbox, OutboxError, OutboxOptions};
 use crate::profile::Profile;
-use crate::record::{Incoming, Origin, Record, Transport};
+use crate::record::{Incoming, Origin, Transport};
 use crate::source::{self, DeviceContext};
 use crate::status::{Snapshot, Stats};
-use crate::uplink::Uplink;
+use crate::uplink::{JsonRecords, Uplink};
 
 /// Records waiting between the sources and the writer, at most.
 const RECORD_QUEUE: usize = 1024;
-/// Records made durable with one fsync, at most.
-const WRITE_BATCH: usize = 512;
 
 #[derive(Debug, Error)]
 pub enum GatewayError {
@@ -63,7 +65,44 @@ pub async fn run(
     handle: Handle,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Snapshot, GatewayError> {
-    let stats = handle.stats.clone();
+    let outbox = open_outbox(&config, &handle.stats).await?;
+    let stages = Stages::start(&config, &profiles, &handle, outbox)?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    info!(message = "Gateway running.", gateway = %config.gateway_id, devices = config.devices.len());
+    shutdown.await;
+    Ok(stages.drain().await)
+}
+
+/// Every running stage, in pipeline order.
+struct Stages {
+    stats: Arc<Stats>,
+    /// The durable buffer: the writer appends, the uplink reads and
+    /// releases, the status endpoint and the watchdog look.
+    outbox: Arc<Mutex<Outbox>>,
+    /// One task per serial device, one for all BLE devices and one for the
+    /// LAN broker link. Stopped first, so nothing new arrives while draining.
+    sources: JoinSet<()>,
+    stop_sources: CancellationToken,
+    /// A sender of the sources' channel, held until shutdown so the writer
+    /// (and the watchdog's view of it) stays up with no device configured.
+    records: mpsc::Sender<Incoming>,
+    /// Sources -> outbox: batches, fsyncs, retries and rebuilds. Ends once
+    /// every sender is gone and everything sent is durable.
+    writer: JoinHandle<()>,
+    /// Outbox -> platform broker. Stopped after the writer, with a grace
+    /// period for outstanding PUBACKs.
+    uplink: JoinHandle<()>,
+    stop_uplink: CancellationToken,
+    /// Profile reloads on SIGHUP, to every device using the profile.
+    reloader: JoinHandle<()>,
+    /// Feeds systemd's watchdog while the writer runs and the uplink moves.
+    watchdog: JoinHandle<()>,
+    /// The localhost status endpoint, served until the stages are dropped.
+    _endpoint: Option<crate::report::Endpoint>,
+}
+
+/// Opens the buffer, moving an unreadable one aside (reported in status).
+async fn open_outbox(config: &Config, stats: &Stats) -> Result<Outbox, GatewayError> {
     let dir = config.buffer.dir.clone();
     let options = OutboxOptions::from(&config.buffer);
     let (outbox, moved_aside) =
@@ -82,20 +121,144 @@ pub async fn run(
         unacknowledged = outbox.pending(),
         next_seq = outbox.head()
     );
-    let outbox = Arc::new(Mutex::new(outbox));
+    Ok(outbox)
+}
 
-    // Sources -> writer. Closing: every source has stopped.
-    let (records_tx, records_rx) = mpsc::channel::<Incoming>(RECORD_QUEUE);
-    // Writer -> uplink: the outbox head after each durable batch.
-    // Closing: the writer has made everything durable and stopped.
-    let (head_tx, head_rx) = watch::channel(0u64);
+impl Stages {
+    /// Creates the channels and spawns every stage.
+    fn start(
+        config: &Config,
+        profiles: &HashMap<String, Profile>,
+        handle: &Handle,
+        outbox: Outbox,
+    ) -> Result<Stages, GatewayError> {
+        let stats = handle.stats.clone();
+        let outbox = Arc::new(Mutex::new(outbox));
+        // Sources -> writer. Closing: every source has stopped.
+        let (records, to_writer) = mpsc::channel::<Incoming>(RECORD_QUEUE);
+        // Writer -> uplink: the outbox head after each durable batch.
+        // Closing: the writer has made everything durable and stopped.
+        let (head_tx, head_rx) = watch::channel(0u64);
+        let stop_sources = CancellationToken::new();
+        let stop_uplink = CancellationToken::new();
 
-    let stop_sources = CancellationToken::new();
-    let stop_uplink = CancellationToken::new();
+        let (sources, profile_senders) =
+            spawn_sources(config, profiles, &stats, &records, &stop_sources)?;
 
+        let writer_done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let done = writer_done.clone();
+            let task = crate::writer::run(
+                to_writer,
+                outbox.clone(),
+                head_tx,
+                stats.clone(),
+                config.buffer.flush_window,
+                stop_sources.clone(),
+            );
+            tokio::spawn(async move {
+                task.await;
+                done.store(true, Relaxed);
+            })
+        };
+        let uplink = Uplink {
+            upstream: config.upstream.clone(),
+            gateway_id: config.gateway_id.clone(),
+            site_id: config.site_id.clone(),
+            max_record_bytes: config.buffer.max_record_bytes,
+            outbox: outbox.clone(),
+            appended: head_rx,
+            stats: stats.clone(),
+            encoder: Arc::new(JsonRecords),
+        };
+        let uplink = tokio::spawn(
+            uplink
+                .run(stop_uplink.clone())
+                .instrument(info_span!("uplink")),
+        );
+        let reloader = tokio::spawn(reload_profiles(
+            config.profile_dirs.clone(),
+            profile_senders,
+            handle.reload.clone(),
+            stats.clone(),
+        ));
+        let endpoint = config.status_listen.and_then(|listen| {
+            crate::report::serve(
+                listen,
+                config.gateway_id.clone(),
+                config.site_id.clone(),
+                stats.clone(),
+                outbox.clone(),
+            )
+        });
+        let watchdog = tokio::spawn(crate::watchdog::run(
+            stats.clone(),
+            outbox.clone(),
+            move || !writer_done.load(Relaxed),
+            config.upstream.stall,
+        ));
+        Ok(Stages {
+            stats,
+            outbox,
+            sources,
+            stop_sources,
+            records,
+            writer,
+            uplink,
+            stop_uplink,
+            reloader,
+            watchdog,
+            _endpoint: endpoint,
+        })
+    }
+
+    /// Stops the stages in pipeline order, each after the one feeding it has
+    /// finished, and reports the final figures.
+    async fn drain(mut self) -> Snapshot {
+        info!(message = "Stopping: closing sources, syncing the buffer, draining the uplink.");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        self.stop_sources.cancel();
+        self.reloader.abort();
+        self.watchdog.abort();
+        while self.sources.join_next().await.is_some() {}
+        drop(self.records);
+        if let Err(e) = self.writer.await {
+            error!(message = "Writer task failed.", error = %e);
+        }
+        self.stop_uplink.cancel();
+        if let Err(e) = self.uplink.await {
+            error!(message = "Uplink task failed.", error = %e);
+        }
+        let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = outbox.sync() {
+            warn!(message = "Final buffer sync failed.", error = %e, stage = "buffer");
+        }
+        let snapshot = self.stats.snapshot();
+        info!(
+            message = "Gateway stopped.",
+            accepted = snapshot.records_accepted,
+            acknowledged = snapshot.records_acked,
+            unacknowledged = outbox.pending(),
+            lan_durable_ms_median = snapshot.lan_durable_ms_median.unwrap_or_default()
+        );
+        snapshot
+    }
+}
+
+/// Profile id -> the senders of every device using it, for reloads.
+type ProfileSenders = HashMap<String, Vec<watch::Sender<Profile>>>;
+
+/// Spawns the source tasks: one per serial device, one for all BLE devices,
+/// one for the LAN side.
+fn spawn_sources(
+    config: &Config,
+    profiles: &HashMap<String, Profile>,
+    stats: &Arc<Stats>,
+    records: &mpsc::Sender<Incoming>,
+    stop: &CancellationToken,
+) -> Result<(JoinSet<()>, ProfileSenders), GatewayError> {
     let mut sources = JoinSet::new();
-    // Profile id -> the senders of every device using it, for reloads.
-    let mut profile_senders: HashMap<String, Vec<watch::Sender<Profile>>> = HashMap::new();
+    let mut profile_senders = ProfileSenders::new();
     let mut mqtt_devices = Vec::new();
     let mut ble_devices = Vec::new();
     for device in &config.devices {
@@ -117,25 +280,23 @@ pub async fn run(
             DeviceTransport::Mqtt(_) => Transport::Mqtt,
             DeviceTransport::Ble(_) => Transport::Ble,
         };
-        let ctx = DeviceContext {
-            origin: Origin {
+        let ctx = DeviceContext::new(
+            Origin {
                 gateway_id: config.gateway_id.clone(),
                 site_id: config.site_id.clone(),
                 device_id: device.id.clone(),
                 profile_id: profile.id.clone(),
                 transport,
             },
-            profile: profile_rx,
-            decode: Default::default(),
-            stats: stats.device(&device.id),
-            records: records_tx.clone(),
-        };
+            profile_rx,
+            stats.device(&device.id),
+            records.clone(),
+        );
         match &device.transport {
             DeviceTransport::Serial(settings) => {
                 let span = info_span!("device", id = %device.id, transport = "serial");
                 sources.spawn(
-                    source::serial::run(ctx, settings.clone(), stop_sources.clone())
-                        .instrument(span),
+                    source::serial::run(ctx, settings.clone(), stop.clone()).instrument(span),
                 );
             }
             DeviceTransport::Mqtt(settings) => {
@@ -161,105 +322,17 @@ pub async fn run(
             async move { connector.open(None).await }
         };
         sources.spawn(
-            source::ble::run(open, ble_devices, stats.clone(), stop_sources.clone())
+            source::ble::run(open, ble_devices, stats.clone(), stop.clone())
                 .instrument(info_span!("ble")),
         );
     }
     if let (Some(lan), false) = (config.lan.clone(), mqtt_devices.is_empty()) {
         sources.spawn(
-            source::mqtt::run(lan, mqtt_devices, stats.clone(), stop_sources.clone())
+            source::mqtt::run(lan, mqtt_devices, stats.clone(), stop.clone())
                 .instrument(info_span!("lan")),
         );
     }
-    // Held until shutdown, so the writer (and the watchdog's view of it)
-    // stays up even with no device configured.
-    let writer_keepalive = records_tx;
-
-    let writer_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let done = writer_done.clone();
-        let task = write_records(
-            records_rx,
-            outbox.clone(),
-            head_tx,
-            stats.clone(),
-            config.buffer.flush_window,
-            stop_sources.clone(),
-        );
-        tokio::spawn(async move {
-            task.await;
-            done.store(true, Relaxed);
-        })
-    };
-    let uplink = Uplink {
-        upstream: config.upstream.clone(),
-        gateway_id: config.gateway_id.clone(),
-        site_id: config.site_id.clone(),
-        max_record_bytes: config.buffer.max_record_bytes,
-        outbox: outbox.clone(),
-        appended: head_rx,
-        stats: stats.clone(),
-    };
-    let uplink = tokio::spawn(
-        uplink
-            .run(stop_uplink.clone())
-            .instrument(info_span!("uplink")),
-    );
-    let reloader = tokio::spawn(reload_profiles(
-        config.profile_dirs.clone(),
-        profile_senders,
-        handle.reload.clone(),
-        stats.clone(),
-    ));
-    let _endpoint = config.status_listen.and_then(|listen| {
-        crate::report::serve(
-            listen,
-            config.gateway_id.clone(),
-            config.site_id.clone(),
-            stats.clone(),
-            outbox.clone(),
-        )
-    });
-    let watchdog = {
-        let writer_done = writer_done.clone();
-        tokio::spawn(feed_watchdog(
-            stats.clone(),
-            outbox.clone(),
-            move || !writer_done.load(Relaxed),
-            config.upstream.stall,
-        ))
-    };
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    info!(message = "Gateway running.", gateway = %config.gateway_id, devices = config.devices.len());
-
-    shutdown.await;
-    info!(message = "Stopping: closing sources, syncing the buffer, draining the uplink.");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    stop_sources.cancel();
-    reloader.abort();
-    watchdog.abort();
-    while sources.join_next().await.is_some() {}
-    drop(writer_keepalive);
-    if let Err(e) = writer.await {
-        error!(message = "Writer task failed.", error = %e);
-    }
-    stop_uplink.cancel();
-    if let Err(e) = uplink.await {
-        error!(message = "Uplink task failed.", error = %e);
-    }
-    let final_sync = outbox.lock().unwrap_or_else(|p| p.into_inner()).sync();
-    if let Err(e) = final_sync {
-        warn!(message = "Final buffer sync failed.", error = %e, stage = "buffer");
-    }
-    let snapshot = stats.snapshot();
-    info!(
-        message = "Gateway stopped.",
-        accepted = snapshot.records_accepted,
-        acknowledged = snapshot.records_acked,
-        unacknowledged = outbox.lock().unwrap_or_else(|p| p.into_inner()).pending(),
-        lan_durable_ms_median = snapshot.lan_durable_ms_median.unwrap_or_default()
-    );
-    Ok(snapshot)
+    Ok((sources, profile_senders))
 }
 
 /// Reloads profiles whenever `reload` is notified. A profile that fails to
@@ -296,191 +369,6 @@ async fn reload_profiles(
                 }
                 Err(e) => error!(message = "Profile reload task failed.", error = %e),
             }
-        }
-    }
-}
-
-/// The writer: takes records from the sources in batches (gathering for up
-/// to `flush_window`) and makes each batch durable before announcing the new
-/// head to the uplink. A failed write (a full or failing disk) is retried
-/// with the batch kept in memory; meanwhile the bounded channel holds the
-/// sources back, so nothing accepted is ever lost.
-async fn write_records(
-    mut rx: mpsc::Receiver<Incoming>,
-    outbox: Arc<Mutex<Outbox>>,
-    head: watch::Sender<u64>,
-    stats: Arc<Stats>,
-    flush_window: std::time::Duration,
-    stopping: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        if !flush_window.is_zero() {
-            let until = tokio::time::Instant::now() + flush_window;
-            while batch.len() < WRITE_BATCH {
-                let room = WRITE_BATCH - batch.len();
-                match tokio::time::timeout_at(until, rx.recv_many(&mut batch, room)).await {
-                    Ok(n) if n > 0 => {}
-                    _ => break,
-                }
-            }
-        }
-        let (records, durable): (Vec<Record>, Vec<_>) = std::mem::take(&mut batch)
-            .into_iter()
-            .map(|i| (i.record, i.durable))
-            .unzip();
-        if !store(records, &outbox, &head, &stats, &rx, &stopping).await {
-            return;
-        }
-        for done in durable.into_iter().flatten() {
-            let _ = done.send(());
-        }
-    }
-}
-
-/// Appends one batch, retrying while the disk refuses it. `false` when the
-/// gateway is stopping and the batch could not be stored.
-async fn store(
-    records: Vec<Record>,
-    outbox: &Arc<Mutex<Outbox>>,
-    head: &watch::Sender<u64>,
-    stats: &Stats,
-    rx: &mpsc::Receiver<Incoming>,
-    stopping: &CancellationToken,
-) -> bool {
-    let mut backoff = crate::source::Backoff::new(
-        std::time::Duration::from_millis(100),
-        std::time::Duration::from_secs(5),
-    );
-    let mut last_error = String::new();
-    let mut failures = 0;
-    loop {
-        let shared = outbox.clone();
-        let mut attempt = records.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut outbox = shared.lock().unwrap_or_else(|p| p.into_inner());
-            outbox
-                .append(&mut attempt)
-                .map(|outcome| (outcome, outbox.head()))
-        })
-        .await;
-        let error = match result {
-            Ok(Ok((outcome, new_head))) => {
-                report(&outcome, stats);
-                if failures > 0 {
-                    info!(
-                        message = "Buffer writable again.",
-                        after_failures = failures,
-                        stage = "buffer"
-                    );
-                }
-                head.send_replace(new_head);
-                return true;
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(e) => e.to_string(),
-        };
-        let reopened = {
-            let outbox = outbox.clone();
-            tokio::task::spawn_blocking(move || {
-                outbox.lock().unwrap_or_else(|p| p.into_inner()).reopen()
-            })
-            .await
-        };
-        if let Ok(Err(e)) = reopened {
-            debug!(message = "Reopening the buffer failed; will retry.", error = %e, stage = "buffer");
-        }
-        failures += 1;
-        stats.buffer_errors.fetch_add(1, Relaxed);
-        if error != last_error {
-            error!(message = "Could not store records; holding them and retrying.", error = %error, records = records.len(), stage = "buffer");
-            last_error = error;
-        }
-        if (rx.is_closed() || stopping.is_cancelled()) && failures >= 5 {
-            error!(
-                message = "Stopping with records that could not be stored; they are lost.",
-                records = records.len(),
-                stage = "buffer"
-            );
-            return false;
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
-}
-
-fn report(outcome: &crate::outbox::AppendOutcome, stats: &Stats) {
-    stats
-        .records_accepted
-        .fetch_add(outcome.accepted.len() as u64, Relaxed);
-    if outcome.refused > 0 {
-        stats.records_refused.fetch_add(outcome.refused, Relaxed);
-        warn!(
-            message = "Buffer full; new records refused.",
-            refused = outcome.refused,
-            stage = "buffer"
-        );
-    }
-    if outcome.dropped_oldest > 0 {
-        stats
-            .records_dropped_oldest
-            .fetch_add(outcome.dropped_oldest, Relaxed);
-        warn!(
-            message = "Buffer full; oldest unsent records dropped.",
-            dropped = outcome.dropped_oldest,
-            stage = "buffer"
-        );
-    }
-    if outcome.expired > 0 {
-        stats.records_expired.fetch_add(outcome.expired, Relaxed);
-        warn!(
-            message = "Unsent records past buffer.max_age_hours dropped.",
-            expired = outcome.expired,
-            stage = "buffer"
-        );
-    }
-}
-
-/// Tells systemd the gateway is alive, while it is: the writer runs and the
-/// uplink is not stalled (connected, records waiting, yet no PUBACK for
-/// `stall`). A stalled gateway stops feeding the watchdog and is restarted.
-async fn feed_watchdog(
-    stats: Arc<Stats>,
-    outbox: Arc<Mutex<Outbox>>,
-    writer_alive: impl Fn() -> bool,
-    stall: std::time::Duration,
-) {
-    let Some(period) = sd_notify::watchdog_enabled() else {
-        return;
-    };
-    let mut tick = tokio::time::interval(period / 2);
-    let mut stalled = false;
-    loop {
-        tick.tick().await;
-        let now = crate::clock::uptime_ms();
-        let pending = outbox.lock().unwrap_or_else(|p| p.into_inner()).pending();
-        let last_ack = stats.last_ack_uptime_ms.load(Relaxed);
-        let since_progress = now.saturating_sub(
-            last_ack
-                .max(stats.uplink_connected_since_ms.load(Relaxed))
-                .max(stats.uplink_busy_since_ms.load(Relaxed)),
-        );
-        let stuck = stats.uplink_connected.load(Relaxed)
-            && pending > 0
-            && since_progress > stall.as_millis() as u64;
-        if stuck != stalled {
-            stalled = stuck;
-            if stuck {
-                error!(
-                    message =
-                        "Uplink connected but no PUBACK; letting the watchdog restart the gateway.",
-                    unacknowledged = pending,
-                    seconds = since_progress / 1000,
-                    stage = "uplink"
-                );
-            }
-        }
-        if !stuck && writer_alive() {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
     }
 }

@@ -19,6 +19,7 @@
 //! - [`sim`], [`broker`]: simulated instruments and an embedded broker for
 //!   the demo and the tests.
 
+pub mod backoff;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -35,6 +36,8 @@ pub mod status;
 pub mod units;
 pub mod uplink;
 pub mod vocabulary;
+pub mod watchdog;
+pub mod writer;
 
 #[cfg(feature = "embedded-broker")]
 pub mod broker;

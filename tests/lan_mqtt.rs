@@ -288,7 +288,7 @@ fn a_malformed_storm_does_not_stop_good_devices_and_memory_stays_bounded() {
     let log = daemon.log_text();
     let rejected_lines = log
         .lines()
-        .filter(|l| l.contains("MQTT payload rejected."))
+        .filter(|l| l.contains("Frame rejected."))
         .count();
     println!("storm: {storm_size} malformed messages, {good} good readings all delivered, gateway RSS {rss_before} kB -> {rss_mid} kB (half) -> {rss_after} kB (end), {rejected_lines} rejection log lines");
     assert!(

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 use uuid::Uuid;
 
-use super::{Backoff, DeviceContext};
+use super::{Backoff, DeviceContext, Handover, Rejection};
 use crate::gatt::{self, GattDecoder};
 use crate::profile::{DecodeSpec, Match, Profile};
 use crate::status::Stats;
@@ -543,12 +543,17 @@ async fn deliver(
                 for (k, v) in context {
                     m.attributes.entry(k.clone()).or_insert_with(|| v.clone());
                 }
-                if !ctx.emit(m).await {
+                if !ctx.emit(m, Handover::default()).await {
                     return false;
                 }
             }
         }
-        Err(e) => ctx.reject(&format!("characteristic {short:04X}: {e}"), value),
+        Err(e) => ctx.reject(Rejection {
+            error: &format!("characteristic {short:04X}: {e}"),
+            raw: value,
+            corrupt: true,
+            at: None,
+        }),
     }
     true
 }

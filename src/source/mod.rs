@@ -14,8 +14,11 @@ pub mod poll;
 pub mod serial;
 pub mod usb;
 
-use std::sync::Arc;
-use std::time::Duration;
+pub use crate::backoff::Backoff;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
@@ -23,36 +26,6 @@ use tracing::{debug, warn};
 use crate::profile::{frame::hex, DecodeContext, DeviceDecoder, Profile};
 use crate::record::{Incoming, Measurement, Origin, Record};
 use crate::status::DeviceStats;
-
-/// Backoff between attempts to (re)open a device link.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff {
-            min,
-            max,
-            current: min,
-        }
-    }
-
-    /// The next delay: doubles up to `max`, with up to 25 % jitter so many
-    /// devices (or gateways) do not retry in lockstep.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = (self.current * 2).min(self.max);
-        base.mul_f64(1.0 - fastrand::f64() * 0.25)
-    }
-
-    pub fn reset(&mut self) {
-        self.current = self.min;
-    }
-}
 
 /// What a source needs to turn bytes into records.
 pub struct DeviceContext {
@@ -62,62 +35,180 @@ pub struct DeviceContext {
     pub decode: DecodeContext,
     pub stats: Arc<DeviceStats>,
     pub records: mpsc::Sender<Incoming>,
+    /// Rejections are logged at most once per [`REJECT_LOG_EVERY`].
+    reject_log: Mutex<LogLimit>,
+}
+
+/// How often a device's rejected frames are logged, at most.
+pub const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What a source adds when it hands over a decoded measurement.
+#[derive(Debug, Default)]
+pub struct Handover {
+    /// The device behind a hub that sent it (e.g. a band on a hub's topic):
+    /// the record's device id becomes `<device>.<sub>`.
+    pub sub_device: Option<String>,
+    /// Completed once the record is durable, for sources that acknowledge
+    /// their devices only then.
+    pub durable: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A frame (or BLE value, or MQTT payload) that did not decode.
+#[derive(Debug, Clone, Copy)]
+pub struct Rejection<'a> {
+    pub error: &'a str,
+    /// The bytes, as far as they are shown in the log (hex).
+    pub raw: &'a [u8],
+    /// Corrupt (counted as bad, kept as the device's last error) rather than
+    /// simply not for this profile (counted as ignored).
+    pub corrupt: bool,
+    /// Where it came from, when a device has several places (a topic, a
+    /// characteristic).
+    pub at: Option<&'a str>,
 }
 
 impl DeviceContext {
+    pub fn new(
+        origin: Origin,
+        profile: watch::Receiver<Profile>,
+        stats: Arc<DeviceStats>,
+        records: mpsc::Sender<Incoming>,
+    ) -> DeviceContext {
+        DeviceContext {
+            origin,
+            profile,
+            decode: DecodeContext::default(),
+            stats,
+            records,
+            reject_log: Mutex::new(LogLimit::new(REJECT_LOG_EVERY)),
+        }
+    }
+
     /// A decoder for the current profile.
     pub fn decoder(&self) -> DeviceDecoder {
         DeviceDecoder::new(&self.profile.borrow(), self.decode.clone())
     }
 
-    /// Decodes bytes just read and sends on every record they complete.
+    /// Decodes bytes just read and hands over every record they complete.
     /// Returns how many frames completed (good, bad or ignored), or `None`
     /// once the record channel is closed (gateway stopping).
     pub async fn ingest(&self, decoder: &mut DeviceDecoder, bytes: &[u8]) -> Option<usize> {
-        use std::sync::atomic::Ordering::Relaxed;
         let outcomes = decoder.feed(bytes);
         let frames = outcomes.len();
         for outcome in outcomes {
             match outcome {
                 Ok(measurement) => {
-                    if !self.emit(measurement).await {
+                    if !self.emit(measurement, Handover::default()).await {
                         return None;
                     }
                 }
                 Err(failure) if failure.ignored => {}
-                Err(failure) if failure.corrupt => self.reject(&failure.error, &failure.raw),
-                Err(failure) => {
-                    self.stats.frames_ignored.fetch_add(1, Relaxed);
-                    debug!(message = "Frame ignored.", reason = %failure.error, hex = %hex(&failure.raw));
-                }
+                Err(failure) => self.reject(Rejection {
+                    error: &failure.error,
+                    raw: &failure.raw,
+                    corrupt: failure.corrupt,
+                    at: None,
+                }),
             }
         }
         Some(frames)
     }
 
-    /// Counts a decoded measurement and sends it on as a record; false
-    /// once the record channel is closed (gateway stopping).
-    pub async fn emit(&self, measurement: Measurement) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// The one place a source hands over a decoded measurement: counts it,
+    /// stamps it as a record and sends it on to the writer. `false` once the
+    /// record channel is closed (gateway stopping).
+    pub async fn emit(&self, measurement: Measurement, handover: Handover) -> bool {
         self.stats.frames_ok.fetch_add(1, Relaxed);
-        let record = Record::new(&self.origin, measurement);
+        let sub = handover
+            .sub_device
+            .map(|s| sanitize(&s))
+            .filter(|s| !s.is_empty());
+        let record = match sub {
+            Some(sub) => {
+                let mut origin = self.origin.clone();
+                origin.device_id = format!("{}.{sub}", origin.device_id);
+                Record::new(&origin, measurement)
+            }
+            None => Record::new(&self.origin, measurement),
+        };
         self.stats.note_reading(&record);
-        debug!(message = "Frame decoded.", record = %record.id);
-        self.records.send(record.into()).await.is_ok()
+        debug!(message = "Frame decoded.", record = %record.id, device = %record.device_id);
+        let incoming = Incoming {
+            record,
+            durable: handover.durable,
+        };
+        self.records.send(incoming).await.is_ok()
     }
 
-    /// Counts and logs a frame (or BLE value) that did not decode.
-    pub fn reject(&self, error: &str, raw: &[u8]) {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// The one place a source reports what did not decode: counts it (bad
+    /// or ignored) and logs it, at most once per [`REJECT_LOG_EVERY`] with
+    /// a count of what was left out.
+    pub fn reject(&self, rejection: Rejection<'_>) {
+        let shown = &rejection.raw[..rejection.raw.len().min(MAX_LOGGED_BYTES)];
+        if !rejection.corrupt {
+            self.stats.frames_ignored.fetch_add(1, Relaxed);
+            debug!(message = "Frame ignored.", reason = %rejection.error, at = rejection.at, hex = %hex(shown));
+            return;
+        }
         self.stats.frames_bad.fetch_add(1, Relaxed);
-        self.stats.set_error(error);
-        warn!(
-            message = "Frame rejected.",
-            error = %error,
-            hex = %hex(raw),
-            profile = %self.profile.borrow().id,
-            stage = "decoding"
-        );
+        self.stats.set_error(rejection.error);
+        let allowed = self
+            .reject_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow();
+        if let Some(suppressed) = allowed {
+            warn!(
+                message = "Frame rejected.",
+                device = %self.origin.device_id,
+                error = %rejection.error,
+                at = rejection.at,
+                hex = %hex(shown),
+                profile = %self.profile.borrow().id,
+                suppressed,
+                stage = "decoding"
+            );
+        }
+    }
+}
+
+/// Bytes of a rejected frame shown in the log, at most.
+const MAX_LOGGED_BYTES: usize = 64;
+
+/// A device id part made safe for ids and topics.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(48)
+        .collect()
+}
+
+/// At most one log line per `every`, with a count of what was left out.
+#[derive(Debug)]
+pub struct LogLimit {
+    every: Duration,
+    next: Instant,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    pub fn new(every: Duration) -> LogLimit {
+        LogLimit {
+            every,
+            next: Instant::now(),
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be logged.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if now < self.next {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = now + self.every;
+        Some(std::mem::take(&mut self.suppressed))
     }
 }
 
@@ -126,13 +217,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_the_cap_with_bounded_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<_> = (0..6).map(|_| b.next_delay().as_millis()).collect();
-        for (d, base) in delays.iter().zip([100u128, 200, 400, 800, 800, 800]) {
-            assert!(*d <= base && *d >= base * 3 / 4, "{delays:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+    fn log_limit_counts_what_it_leaves_out() {
+        let mut l = LogLimit::new(Duration::from_secs(60));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        l.next = Instant::now();
+        assert_eq!(l.allow(), Some(2));
     }
 }

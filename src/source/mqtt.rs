@@ -25,10 +25,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{Backoff, DeviceContext};
+use super::{Backoff, DeviceContext, Handover, LogLimit, Rejection};
 use crate::config::{Lan, SubscribeLan};
-use crate::profile::frame::hex;
-use crate::record::{Incoming, Record};
 use crate::status::Stats;
 
 /// One configured MQTT device.
@@ -89,54 +87,33 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
-/// A device id part made safe for ids and topics.
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .take(48)
-        .collect()
-}
-
-/// At most one log line per `every`, with a count of what was left out.
-struct LogLimit {
-    every: Duration,
-    next: Instant,
-    suppressed: u64,
-}
-
-impl LogLimit {
-    fn new(every: Duration) -> LogLimit {
-        LogLimit {
-            every,
-            next: Instant::now(),
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(suppressed since the last line)` when a line may be logged.
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if now < self.next {
-            self.suppressed += 1;
-            return None;
-        }
-        self.next = now + self.every;
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 /// Routes and decodes messages; shared by both modes.
 struct Router {
     devices: Vec<Routed>,
     stats: Arc<Stats>,
     unmatched_log: LogLimit,
-    rejected_log: LogLimit,
+}
+
+/// What became of one message.
+#[derive(Debug, PartialEq, Eq)]
+enum Routing {
+    /// Handed over as a record; `durable` completes once it is durable.
+    Handed,
+    /// From no device, or not decodable: counted and (rate-limited) logged.
+    Dropped,
+    /// The gateway is stopping.
+    Closed,
 }
 
 impl Router {
-    /// Turns one message into a record, or counts and (rate-limited) logs
-    /// why not.
-    fn route(&mut self, topic: &str, payload: &[u8]) -> Option<Record> {
+    /// Decodes one message and hands it over as a record through its
+    /// device, naming the hub's sub-device when the payload or topic says.
+    async fn route(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        durable: oneshot::Sender<()>,
+    ) -> Routing {
         let Some(routed) = self
             .devices
             .iter_mut()
@@ -151,39 +128,35 @@ impl Router {
                     stage = "source"
                 );
             }
-            return None;
+            return Routing::Dropped;
         };
         routed.refresh();
         let ctx = &routed.device.ctx;
         match routed.decoder.decode_message(payload) {
             Ok(measurement) => {
-                ctx.stats.frames_ok.fetch_add(1, Relaxed);
-                let sub = measurement.device.clone().or_else(|| {
+                let sub_device = measurement.device.clone().or_else(|| {
                     routed
                         .topic_level
                         .and_then(|l| topic.split('/').nth(l))
                         .map(str::to_string)
                 });
-                let mut origin = ctx.origin.clone();
-                if let Some(sub) = sub.map(|s| sanitize(&s)).filter(|s| !s.is_empty()) {
-                    origin.device_id = format!("{}.{sub}", origin.device_id);
+                let handover = Handover {
+                    sub_device,
+                    durable: Some(durable),
+                };
+                match ctx.emit(measurement, handover).await {
+                    true => Routing::Handed,
+                    false => Routing::Closed,
                 }
-                let record = Record::new(&origin, measurement);
-                ctx.stats.note_reading(&record);
-                Some(record)
             }
             Err(failure) => {
-                if failure.corrupt {
-                    ctx.stats.frames_bad.fetch_add(1, Relaxed);
-                    ctx.stats.set_error(failure.error.clone());
-                } else {
-                    ctx.stats.frames_ignored.fetch_add(1, Relaxed);
-                }
-                if let Some(suppressed) = self.rejected_log.allow() {
-                    let shown = &payload[..payload.len().min(64)];
-                    warn!(message = "MQTT payload rejected.", device = %ctx.origin.device_id, topic, error = %failure.error, hex = %hex(shown), suppressed, stage = "decoding");
-                }
-                None
+                ctx.reject(Rejection {
+                    error: &failure.error,
+                    raw: payload,
+                    corrupt: failure.corrupt,
+                    at: Some(topic),
+                });
+                Routing::Dropped
             }
         }
     }
@@ -196,21 +169,18 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
-    let Some(records) = devices.first().map(|d| d.ctx.records.clone()) else {
+    if devices.is_empty() {
         return;
-    };
+    }
     let devices = devices.into_iter().map(Routed::new).collect();
     let router = Router {
         devices,
         stats: stats.clone(),
         unmatched_log: LogLimit::new(Duration::from_secs(10)),
-        rejected_log: LogLimit::new(Duration::from_secs(10)),
     };
     match lan {
-        Lan::Embedded(embedded) => {
-            embedded_broker(embedded, router, records, stats, shutdown).await
-        }
-        Lan::Subscribe(subscribe) => subscribe_broker(subscribe, router, records, shutdown).await,
+        Lan::Embedded(embedded) => embedded_broker(embedded, router, stats, shutdown).await,
+        Lan::Subscribe(subscribe) => subscribe_broker(subscribe, router, shutdown).await,
     }
 }
 
@@ -218,7 +188,6 @@ pub async fn run(
 async fn embedded_broker(
     lan: crate::config::EmbeddedLan,
     mut router: Router,
-    records: tokio::sync::mpsc::Sender<Incoming>,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
@@ -268,10 +237,11 @@ async fn embedded_broker(
                 Ok(Some(Notification::Forward(forward))) => {
                     let received = Instant::now();
                     let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
-                    let Some(record) = router.route(&topic, &forward.publish.payload) else { continue };
                     let (done, durable) = oneshot::channel();
-                    if records.send(Incoming { record, durable: Some(done) }).await.is_err() {
-                        return;
+                    match router.route(&topic, &forward.publish.payload, done).await {
+                        Routing::Handed => {}
+                        Routing::Dropped => continue,
+                        Routing::Closed => return,
                     }
                     let stats = stats.clone();
                     tokio::spawn(async move {
@@ -298,7 +268,6 @@ async fn embedded_broker(
 async fn embedded_broker(
     _: crate::config::EmbeddedLan,
     _: Router,
-    _: tokio::sync::mpsc::Sender<Incoming>,
     _: Arc<Stats>,
     _: CancellationToken,
 ) {
@@ -308,12 +277,7 @@ async fn embedded_broker(
     );
 }
 
-async fn subscribe_broker(
-    lan: SubscribeLan,
-    mut router: Router,
-    records: tokio::sync::mpsc::Sender<Incoming>,
-    shutdown: CancellationToken,
-) {
+async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: CancellationToken) {
     let mut options = MqttOptions::new(lan.client_id.clone(), lan.host.clone(), lan.port);
     options
         .set_keep_alive(Duration::from_secs(30))
@@ -344,13 +308,10 @@ async fn subscribe_broker(
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let topic = publish.topic.clone();
-                    match router.route(&topic, &publish.payload) {
+                    let (done, durable) = oneshot::channel();
+                    match router.route(&topic, &publish.payload, done).await {
                         // Acknowledged only once the record is durable.
-                        Some(record) => {
-                            let (done, durable) = oneshot::channel();
-                            if records.send(Incoming { record, durable: Some(done) }).await.is_err() {
-                                return;
-                            }
+                        Routing::Handed => {
                             let client = client.clone();
                             tokio::spawn(async move {
                                 if durable.await.is_ok() {
@@ -359,9 +320,10 @@ async fn subscribe_broker(
                             });
                         }
                         // Rejected messages are acknowledged, or they would come back forever.
-                        None => {
+                        Routing::Dropped => {
                             let _ = client.try_ack(&publish);
                         }
+                        Routing::Closed => return,
                     }
                 }
                 Ok(_) => {}
@@ -385,6 +347,7 @@ async fn subscribe_broker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::sanitize;
 
     #[test]
     fn topic_filters_match_like_mqtt() {
@@ -400,15 +363,5 @@ mod tests {
     fn ids_from_devices_are_made_safe() {
         assert_eq!(sanitize("band 07/x#"), "band07x");
         assert_eq!(sanitize(&"a".repeat(100)).len(), 48);
-    }
-
-    #[test]
-    fn log_limit_counts_what_it_leaves_out() {
-        let mut l = LogLimit::new(Duration::from_secs(60));
-        assert_eq!(l.allow(), Some(0));
-        assert_eq!(l.allow(), None);
-        assert_eq!(l.allow(), None);
-        l.next = Instant::now();
-        assert_eq!(l.allow(), Some(2));
     }
 }

@@ -146,19 +146,18 @@ fn strap_context(
     let profile = Profile::parse(Path::new("strap.toml"), PROFILE).expect("profile");
     let (profile_tx, profile_rx) = watch::channel(profile);
     let (records_tx, records) = mpsc::channel(capacity);
-    let ctx = DeviceContext {
-        origin: Origin {
+    let ctx = DeviceContext::new(
+        Origin {
             gateway_id: "gw".into(),
             site_id: "site".into(),
             device_id: "strap-1".into(),
             profile_id: "strap".into(),
             transport: Transport::Ble,
         },
-        profile: profile_rx,
-        decode: Default::default(),
-        stats: stats.device("strap-1"),
-        records: records_tx,
-    };
+        profile_rx,
+        stats.device("strap-1"),
+        records_tx,
+    );
     (ctx, records, profile_tx)
 }
 

@@ -1,0 +1,160 @@
+//! The writer: the stage that makes records durable. It takes records
+//! from the sources (or the stage before it) in batches, appends each batch
+//! to the outbox with one fsync, completes each record's `durable` signal,
+//! and announces the new head to the uplink. A failed write (a full or
+//! failing disk) is retried with the batch held in memory, rebuilding the
+//! database between attempts; meanwhile the bounded channel holds the
+//! sources back, so nothing accepted is ever lost.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::outbox::{AppendOutcome, Outbox};
+use crate::record::{Incoming, Record};
+use crate::status::Stats;
+
+/// Records made durable with one fsync, at most.
+pub const WRITE_BATCH: usize = 512;
+
+/// The writer: takes records from the sources in batches (gathering for up
+/// to `flush_window`) and makes each batch durable before announcing the new
+/// head to the uplink. A failed write (a full or failing disk) is retried
+/// with the batch kept in memory; meanwhile the bounded channel holds the
+/// sources back, so nothing accepted is ever lost.
+pub async fn run(
+    mut rx: mpsc::Receiver<Incoming>,
+    outbox: Arc<Mutex<Outbox>>,
+    head: watch::Sender<u64>,
+    stats: Arc<Stats>,
+    flush_window: Duration,
+    stopping: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        if !flush_window.is_zero() {
+            let until = tokio::time::Instant::now() + flush_window;
+            while batch.len() < WRITE_BATCH {
+                let room = WRITE_BATCH - batch.len();
+                match tokio::time::timeout_at(until, rx.recv_many(&mut batch, room)).await {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+        let (records, durable): (Vec<Record>, Vec<_>) = std::mem::take(&mut batch)
+            .into_iter()
+            .map(|i| (i.record, i.durable))
+            .unzip();
+        if !store(records, &outbox, &head, &stats, &rx, &stopping).await {
+            return;
+        }
+        for done in durable.into_iter().flatten() {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Appends one batch, retrying while the disk refuses it. `false` when the
+/// gateway is stopping and the batch could not be stored.
+async fn store(
+    records: Vec<Record>,
+    outbox: &Arc<Mutex<Outbox>>,
+    head: &watch::Sender<u64>,
+    stats: &Stats,
+    rx: &mpsc::Receiver<Incoming>,
+    stopping: &CancellationToken,
+) -> bool {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut last_error = String::new();
+    let mut failures = 0;
+    loop {
+        let shared = outbox.clone();
+        let mut attempt = records.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut outbox = shared.lock().unwrap_or_else(|p| p.into_inner());
+            outbox
+                .append(&mut attempt)
+                .map(|outcome| (outcome, outbox.head()))
+        })
+        .await;
+        let error = match result {
+            Ok(Ok((outcome, new_head))) => {
+                report(&outcome, stats);
+                if failures > 0 {
+                    info!(
+                        message = "Buffer writable again.",
+                        after_failures = failures,
+                        stage = "buffer"
+                    );
+                }
+                head.send_replace(new_head);
+                return true;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let reopened = {
+            let outbox = outbox.clone();
+            tokio::task::spawn_blocking(move || {
+                outbox.lock().unwrap_or_else(|p| p.into_inner()).reopen()
+            })
+            .await
+        };
+        if let Ok(Err(e)) = reopened {
+            debug!(message = "Reopening the buffer failed; will retry.", error = %e, stage = "buffer");
+        }
+        failures += 1;
+        stats.buffer_errors.fetch_add(1, Relaxed);
+        if error != last_error {
+            error!(message = "Could not store records; holding them and retrying.", error = %error, records = records.len(), stage = "buffer");
+            last_error = error;
+        }
+        if (rx.is_closed() || stopping.is_cancelled()) && failures >= 5 {
+            error!(
+                message = "Stopping with records that could not be stored; they are lost.",
+                records = records.len(),
+                stage = "buffer"
+            );
+            return false;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+fn report(outcome: &AppendOutcome, stats: &Stats) {
+    stats
+        .records_accepted
+        .fetch_add(outcome.accepted.len() as u64, Relaxed);
+    if outcome.refused > 0 {
+        stats.records_refused.fetch_add(outcome.refused, Relaxed);
+        warn!(
+            message = "Buffer full; new records refused.",
+            refused = outcome.refused,
+            stage = "buffer"
+        );
+    }
+    if outcome.dropped_oldest > 0 {
+        stats
+            .records_dropped_oldest
+            .fetch_add(outcome.dropped_oldest, Relaxed);
+        warn!(
+            message = "Buffer full; oldest unsent records dropped.",
+            dropped = outcome.dropped_oldest,
+            stage = "buffer"
+        );
+    }
+    if outcome.expired > 0 {
+        stats.records_expired.fetch_add(outcome.expired, Relaxed);
+        warn!(
+            message = "Unsent records past buffer.max_age_hours dropped.",
+            expired = outcome.expired,
+            stage = "buffer"
+        );
+    }
+}
