@@ -1,0 +1,100 @@
+//! Config files and buffers for test gateways.
+#![allow(dead_code, unused_imports)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fitedge::record::Record;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use super::*;
+
+/// The repository's profile catalogue.
+pub fn profiles_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("device-profiles")
+}
+
+/// A `[[device]]` for a config file.
+pub struct DeviceEntry<'a> {
+    pub id: &'a str,
+    pub profile: &'a str,
+    pub port: &'a Path,
+}
+
+/// Writes a config for the gateway into `dir` and returns its path.
+pub fn write_config(dir: &Path, broker_port: u16, devices: &[DeviceEntry]) -> PathBuf {
+    let mut text = format!(
+        r#"gateway_id = "{GATEWAY}"
+site_id = "{SITE}"
+profile_dirs = ["{profiles}"]
+
+[upstream]
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "fitedge-test-{pid}-{rand}"
+keep_alive_seconds = 5
+inflight_window = 20
+reconnect_min_ms = 100
+reconnect_max_seconds = 1
+backlog_per_second = 5000
+
+[status]
+enabled = false
+
+[buffer]
+dir = "{buffer}"
+max_records = 5000
+"#,
+        profiles = profiles_dir().display(),
+        pid = std::process::id(),
+        rand = fastrand::u32(..),
+        buffer = dir.join("buffer").display(),
+    );
+    for d in devices {
+        text.push_str(&format!(
+            "\n[[device]]\nid = \"{}\"\nprofile = \"{}\"\n[device.transport]\ntype = \"serial\"\nport = \"{}\"\nbaud = 9600\n",
+            d.id,
+            d.profile,
+            d.port.display()
+        ));
+    }
+    let path = dir.join("fitedge.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Opens the buffer a test gateway left in `dir` (see `write_config`).
+/// A config whose status endpoint listens on a free loopback port.
+pub fn enable_status(config: &Path) -> std::net::SocketAddr {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = std::fs::read_to_string(config).unwrap().replace(
+        "[status]\nenabled = false",
+        &format!("[status]\nlisten = \"{address}\""),
+    );
+    std::fs::write(config, text).unwrap();
+    address
+}
+
+pub fn open_buffer(dir: &Path) -> fitedge::outbox::Outbox {
+    fitedge::outbox::Outbox::open(&dir.join("buffer"), outbox_options(5000))
+        .expect("the gateway's buffer opens")
+}
+
+/// Outbox options as the tests' gateways use them.
+pub fn outbox_options(max_records: u64) -> fitedge::outbox::OutboxOptions {
+    fitedge::outbox::OutboxOptions {
+        max_records,
+        max_record_bytes: 16 * 1024,
+        full_policy: fitedge::config::FullPolicy::DropOldest,
+        cache_bytes: 1 << 20,
+        max_bytes: None,
+        max_age: None,
+    }
+}
