@@ -26,17 +26,9 @@ pub async fn run(
     let mut stalled = false;
     loop {
         tick.tick().await;
-        let now = crate::clock::uptime_ms();
         let pending = outbox.lock().unwrap_or_else(|p| p.into_inner()).pending();
-        let last_ack = stats.last_ack_uptime_ms.load(Relaxed);
-        let since_progress = now.saturating_sub(
-            last_ack
-                .max(stats.uplink_connected_since_ms.load(Relaxed))
-                .max(stats.uplink_busy_since_ms.load(Relaxed)),
-        );
-        let stuck = stats.uplink_connected.load(Relaxed)
-            && pending > 0
-            && since_progress > stall.as_millis() as u64;
+        let since_progress = since_progress(&stats, crate::clock::uptime_ms());
+        let stuck = is_stalled(&stats, pending, since_progress, stall);
         if stuck != stalled {
             stalled = stuck;
             if stuck {
@@ -52,5 +44,59 @@ pub async fn run(
         if !stuck && writer_alive() {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
+    }
+}
+
+/// Milliseconds since the uplink last moved: its last PUBACK, connect, or
+/// the moment it started sending into an empty window.
+fn since_progress(stats: &Stats, now_ms: u64) -> u64 {
+    now_ms.saturating_sub(
+        stats
+            .last_ack_uptime_ms
+            .load(Relaxed)
+            .max(stats.uplink_connected_since_ms.load(Relaxed))
+            .max(stats.uplink_busy_since_ms.load(Relaxed)),
+    )
+}
+
+/// The stall rule: connected, records waiting, and no progress for `stall`.
+fn is_stalled(stats: &Stats, pending: u64, since_progress_ms: u64, stall: Duration) -> bool {
+    stats.uplink_connected.load(Relaxed)
+        && pending > 0
+        && since_progress_ms > stall.as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_connected_uplink_with_records_and_no_progress_is_stalled() {
+        let stats = Stats::default();
+        let stall = Duration::from_secs(60);
+        stats.uplink_connected_since_ms.store(1_000, Relaxed);
+        stats.last_ack_uptime_ms.store(5_000, Relaxed);
+        assert_eq!(
+            since_progress(&stats, 70_000),
+            65_000,
+            "measured from the last PUBACK"
+        );
+        assert!(
+            !is_stalled(&stats, 10, 65_000, stall),
+            "not connected: waiting, not stalled"
+        );
+        stats.uplink_connected.store(true, Relaxed);
+        assert!(is_stalled(&stats, 10, 65_000, stall));
+        assert!(!is_stalled(&stats, 0, 65_000, stall), "nothing to send");
+        assert!(
+            !is_stalled(&stats, 10, 59_000, stall),
+            "within the stall time"
+        );
+        stats.uplink_busy_since_ms.store(69_000, Relaxed);
+        assert_eq!(
+            since_progress(&stats, 70_000),
+            1_000,
+            "sending began just now"
+        );
     }
 }

@@ -158,3 +158,65 @@ fn report(outcome: &AppendOutcome, stats: &Stats) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FullPolicy;
+    use crate::outbox::OutboxOptions;
+    use crate::record::{Measurement, Origin, Transport};
+
+    #[tokio::test]
+    async fn records_are_durable_before_their_signal_and_the_head_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = OutboxOptions {
+            max_records: 64,
+            max_record_bytes: 4096,
+            full_policy: FullPolicy::DropOldest,
+            cache_bytes: 1 << 20,
+            max_bytes: None,
+            max_age: None,
+        };
+        let outbox = Arc::new(Mutex::new(Outbox::open(dir.path(), options).unwrap()));
+        let (tx, rx) = mpsc::channel(16);
+        let (head_tx, mut head) = watch::channel(0);
+        let stats = Arc::new(Stats::default());
+        let writer = tokio::spawn(run(
+            rx,
+            outbox.clone(),
+            head_tx,
+            stats.clone(),
+            Duration::from_millis(20),
+            CancellationToken::new(),
+        ));
+        let origin = Origin {
+            gateway_id: "gw".into(),
+            site_id: "s".into(),
+            device_id: "d".into(),
+            profile_id: "p".into(),
+            transport: Transport::Serial,
+        };
+        let mut signals = Vec::new();
+        for _ in 0..3 {
+            let (done, durable) = tokio::sync::oneshot::channel();
+            let record = Record::new(&origin, Measurement::default());
+            tx.send(Incoming {
+                record,
+                durable: Some(done),
+            })
+            .await
+            .unwrap();
+            signals.push(durable);
+        }
+        for durable in signals {
+            durable.await.expect("signalled once durable");
+        }
+        head.wait_for(|h| *h == 3).await.unwrap();
+        assert_eq!(outbox.lock().unwrap().pending(), 3);
+        assert_eq!(stats.records_accepted.load(Relaxed), 3);
+        drop(tx);
+        writer
+            .await
+            .expect("the writer ends once its senders are gone");
+    }
+}
