@@ -215,6 +215,80 @@ impl LogLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Transport;
+
+    fn context() -> (DeviceContext, mpsc::Receiver<Incoming>) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("device-profiles/grip-dynamometer-stx-etx.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let profile = Profile::parse(&path, &text).expect("catalogue profile");
+        let (_profile_tx, profile_rx) = watch::channel(profile);
+        let (tx, rx) = mpsc::channel(8);
+        let origin = Origin {
+            gateway_id: "gw".into(),
+            site_id: "s".into(),
+            device_id: "hub-1".into(),
+            profile_id: "grip-dynamometer-stx-etx".into(),
+            transport: Transport::Mqtt,
+        };
+        let stats = Arc::new(crate::status::Stats::default());
+        (
+            DeviceContext::new(origin, profile_rx, stats.device("hub-1"), tx),
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_handover_names_the_sub_device_and_carries_the_durable_signal() {
+        let (ctx, mut rx) = context();
+        let (done, _durable) = tokio::sync::oneshot::channel();
+        let handover = Handover {
+            sub_device: Some("band 07/x".into()),
+            durable: Some(done),
+        };
+        assert!(ctx.emit(Measurement::default(), handover).await);
+        let incoming = rx.recv().await.unwrap();
+        assert_eq!(incoming.record.device_id, "hub-1.band07x");
+        assert!(incoming.durable.is_some());
+        assert!(ctx.emit(Measurement::default(), Handover::default()).await);
+        assert_eq!(rx.recv().await.unwrap().record.device_id, "hub-1");
+        assert_eq!(ctx.stats.frames_ok.load(Relaxed), 2);
+        drop(rx);
+        assert!(
+            !ctx.emit(Measurement::default(), Handover::default()).await,
+            "false once the gateway stops"
+        );
+    }
+
+    #[test]
+    fn rejections_are_counted_each_and_logged_rate_limited() {
+        let (ctx, _rx) = context();
+        for n in 0..3 {
+            ctx.reject(Rejection {
+                error: &format!("bad checksum {n}"),
+                raw: &[0x02, 0x41, 0x03],
+                corrupt: true,
+                at: Some("bands/07"),
+            });
+        }
+        ctx.reject(Rejection {
+            error: "not for this profile",
+            raw: b"x",
+            corrupt: false,
+            at: None,
+        });
+        assert_eq!(ctx.stats.frames_bad.load(Relaxed), 3);
+        assert_eq!(ctx.stats.frames_ignored.load(Relaxed), 1);
+        assert_eq!(
+            ctx.stats.last_error.lock().unwrap().as_deref(),
+            Some("bad checksum 2")
+        );
+        assert_eq!(
+            ctx.reject_log.lock().unwrap().suppressed,
+            2,
+            "one line logged, two left out and counted"
+        );
+    }
 
     #[test]
     fn log_limit_counts_what_it_leaves_out() {
