@@ -9,6 +9,7 @@
 //! - [`config`]: the config file, parsed and validated with line numbers.
 //! - [`source`]: device I/O; one task per device.
 //! - [`profile`]: the declarative device profiles (TOML) and their decoders.
+//! - [`codec`]: byte-level reads, checksums and hex shared by every decoder.
 //! - [`record`]: the record, the type every later stage shares.
 //! - [`outbox`]: the durable ring of records awaiting PUBACK.
 //! - [`uplink`]: the MQTT forwarder to the platform.
@@ -21,6 +22,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod gateway;
 pub mod gatt;

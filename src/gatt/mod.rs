@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::profile::binary::{self, BinValue};
+use crate::codec::binary::{self, BinValue};
 use crate::record::{Measurement, Quality, Reading};
 use crate::units;
 use crate::vocabulary::Vocabulary;

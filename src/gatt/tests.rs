@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::profile::frame::parse_hex;
+use crate::codec::parse_hex;
 
 fn bytes(hex: &str) -> Vec<u8> {
     parse_hex(hex).expect("test hex")

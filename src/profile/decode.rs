@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
-use super::binary::{self, BinError, BinType, BinValue};
-use super::checksum::Endian;
-use super::frame::parse_hex;
+use crate::codec::binary::{self, BinError, BinType, BinValue};
+use crate::codec::checksum::Endian;
+use crate::codec::parse_hex;
 use crate::record::{Measurement, Quality, Reading};
 use crate::units;
 use crate::vocabulary::Vocabulary;
@@ -386,9 +386,9 @@ fn parse<'a>(spec: &DecodeSpec, payload: &'a [u8]) -> Result<Parsed<'a>, DecodeE
                 let found = payload.get(e.offset..e.offset + e.hex.len());
                 if found != Some(e.hex.as_slice()) {
                     return Err(DecodeError::TagMismatch {
-                        expected: format!("{} at offset {}", super::frame::hex(&e.hex), e.offset),
+                        expected: format!("{} at offset {}", crate::codec::hex(&e.hex), e.offset),
                         found: found
-                            .map(super::frame::hex)
+                            .map(crate::codec::hex)
                             .unwrap_or_else(|| "nothing".into()),
                     });
                 }
@@ -726,7 +726,7 @@ fn subject(
             hasher.update(text.as_bytes());
             format!(
                 "sha256:{}",
-                super::frame::hex(&hasher.finalize()).to_lowercase()
+                crate::codec::hex(&hasher.finalize()).to_lowercase()
             )
         }
     })

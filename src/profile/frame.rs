@@ -15,7 +15,8 @@
 use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 
-use super::checksum::{read_uint, ChecksumKind, Endian};
+use crate::codec::checksum::{read_uint, ChecksumKind, Endian};
+use crate::codec::parse_hex;
 
 /// How a profile delimits frames, as written in its `[frame]` table.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -846,37 +847,6 @@ fn line_frame(raw: Vec<u8>, text: Vec<u8>, checksum: Option<&TextChecksum>) -> F
     }
 }
 
-/// Uppercase hex of `bytes`, for logs and error messages.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect()
-}
-
-/// Parses hex with optional spaces, `0x` prefixes or colons.
-pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
-    let clean: String = text
-        .split(|c: char| c.is_whitespace() || c == ':' || c == ',')
-        .map(|t| t.trim_start_matches("0x").trim_start_matches("0X"))
-        .collect();
-    if !clean.len().is_multiple_of(2) {
-        return Err(format!("hex has an odd number of digits ({})", clean.len()));
-    }
-    (0..clean.len())
-        .step_by(2)
-        .map(|i| {
-            clean
-                .get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "\"{}\" at digit {} is not hex",
-                        clean.get(i..i + 2).unwrap_or("?"),
-                        i
-                    )
-                })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1164,14 +1134,5 @@ mod tests {
         // 01 02 03 is good (01^02 = 03); a stray byte shifts the stream.
         let frames = Framer::new(&s).push(&h("FF 01 02 03 01 02 03"));
         assert_eq!(oks(&frames), [h("010203"), h("010203")]);
-    }
-
-    #[test]
-    fn hex_parsing_accepts_common_spellings() {
-        assert_eq!(parse_hex("02 47 0x03").unwrap(), vec![2, 0x47, 3]);
-        assert!(parse_hex("0G").is_err());
-        assert!(parse_hex("123").is_err());
-        assert!(parse_hex("é1").is_err());
-        assert_eq!(hex(&[0xAB, 0x01]), "AB01");
     }
 }

@@ -8,8 +8,6 @@
 //! (frame -> normalized measurement). The technician's guide is
 //! `docs/device-profiles.md`.
 
-pub mod binary;
-pub mod checksum;
 pub mod decode;
 pub mod frame;
 
@@ -20,12 +18,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::codec::checksum::ChecksumKind;
+use crate::codec::parse_hex;
 use crate::gatt;
 use crate::problem::{Problem, SourceText};
 use crate::record::Measurement;
 use crate::units;
 use crate::vocabulary::Vocabulary;
-use checksum::ChecksumKind;
 pub use decode::{DecodeContext, DecodeError, DecodeSpec, FieldSpec, Role};
 pub use frame::{FrameError, FrameSpec, Framer};
 
@@ -138,7 +137,7 @@ impl RequestSpec {
             return b;
         }
         if let Some(hex) = &self.hex {
-            return frame::parse_hex(hex).unwrap_or_default();
+            return parse_hex(hex).unwrap_or_default();
         }
         self.command.clone().unwrap_or_default().into_bytes()
     }
@@ -857,7 +856,7 @@ fn validate_field(
         DecodeSpec::Modbus { .. } => match f.register {
             None => push(Some(span.clone()), "field has no register".into(), "modbus payloads need register = N (0 = the first register requested)"),
             Some(r) => {
-                let words = f.kind.and_then(binary::BinType::size).unwrap_or(2).div_ceil(2);
+                let words = f.kind.and_then(crate::codec::binary::BinType::size).unwrap_or(2).div_ceil(2);
                 if let Some(count) = modbus_count {
                     if r + words > count {
                         push(at("register"), format!("register {r} is past the {count} register(s) the request reads"), "raise [request] modbus count or fix the register number");
@@ -960,7 +959,7 @@ fn validate_request(
         problems.push(src.problem(Some(span.clone()), "[request] needs exactly one of command, hex or modbus", "command = \"*wei?\\n\" for text, hex = \"...\" for bytes, modbus = { slave = 1, start = 0, count = 2 }"));
     }
     if let Some(hex) = &r.hex {
-        if let Err(e) = frame::parse_hex(hex) {
+        if let Err(e) = parse_hex(hex) {
             problems.push(src.problem(
                 Some(src.key_span(span.clone(), "hex")),
                 format!("request hex: {e}"),
@@ -1022,7 +1021,7 @@ fn validate_tests(
         }
         let mut packets = Vec::new();
         for hex in &t.packets {
-            match frame::parse_hex(hex) {
+            match parse_hex(hex) {
                 Ok(bytes) => packets.push(bytes),
                 Err(e) => problems.push(src.problem(
                     Some(src.key_span(span.clone(), "packets")),
@@ -1034,7 +1033,7 @@ fn validate_tests(
         let input = match (&t.text, &t.hex) {
             (None, None) if gatt.is_some() && !t.packets.is_empty() => Vec::new(),
             (Some(text), None) => text.as_bytes().to_vec(),
-            (None, Some(hex)) => match frame::parse_hex(hex) {
+            (None, Some(hex)) => match parse_hex(hex) {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     problems.push(src.problem(

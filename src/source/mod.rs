@@ -20,7 +20,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use crate::profile::{frame::hex, DecodeContext, DeviceDecoder, Profile};
+use crate::codec::hex;
+use crate::profile::{DecodeContext, DeviceDecoder, Profile};
 use crate::record::{Incoming, Measurement, Origin, Record};
 use crate::status::DeviceStats;
 

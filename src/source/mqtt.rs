@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{Backoff, DeviceContext};
+use crate::codec::hex;
 use crate::config::{Lan, SubscribeLan};
-use crate::profile::frame::hex;
 use crate::record::{Incoming, Record};
 use crate::status::Stats;
 
