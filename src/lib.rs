@@ -14,6 +14,7 @@
 //! - [`outbox`]: the durable ring of records awaiting PUBACK.
 //! - [`uplink`]: the MQTT forwarder to the platform.
 //! - [`gateway`]: wires the stages together and runs them.
+//! - [`normalize`]: the one place a device's number becomes a reading.
 //! - [`vocabulary`], [`units`]: canonical metrics and unit conversion.
 //! - [`status`], [`report`]: counters, the heartbeat and the localhost
 //!   status endpoint; [`clock`], [`problem`]: time, user-facing errors.
@@ -26,6 +27,7 @@ pub mod codec;
 pub mod config;
 pub mod gateway;
 pub mod gatt;
+pub mod normalize;
 pub mod outbox;
 pub mod problem;
 pub mod profile;

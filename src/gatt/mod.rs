@@ -5,7 +5,8 @@
 //! A codec turns one characteristic value into a [`Decoded`]: values in the
 //! device's own unit, each tagged with a field name a profile can override,
 //! metrics left out as absent, the device time and attributes.
-//! [`Decoded::normalize`] then converts to the canonical units. Codecs are
+//! [`Decoded::normalize`] then applies a profile's overrides and hands each
+//! value to [`crate::normalize`] for the canonical units. Codecs are
 //! pure and never panic: a payload shorter or longer than its flags say is
 //! a [`GattError`]. Multi-packet records and derived speed and cadence need
 //! state across notifications; that lives in [`assemble`].
@@ -24,9 +25,9 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 use crate::codec::binary::{self, BinValue};
-use crate::record::{Measurement, Quality, Reading};
+use crate::normalize::{self, NormalizeError, Source};
+use crate::record::Measurement;
 use crate::units;
-use crate::vocabulary::Vocabulary;
 
 pub use assemble::Assembler;
 pub use spec::{GattDecoder, Spec};
@@ -49,6 +50,8 @@ pub enum GattError {
     NotWanted(u16),
     #[error("{0}")]
     Unit(#[from] units::UnitError),
+    #[error("{field}: {value} scaled or converted is not a finite number")]
+    NotFinite { field: &'static str, value: f64 },
 }
 
 /// Codec settings a profile may change.
@@ -325,33 +328,30 @@ impl Decoded {
         overrides: &[Override],
     ) -> Result<Measurement, GattError> {
         let ids = [characteristic, codec];
-        let vocabulary = Vocabulary::get();
         let mut m = Measurement {
             device_time: self.device_time,
             attributes: self.attributes,
             ..Measurement::default()
         };
         for v in self.values {
-            let Some(v) = apply(v, &ids, overrides) else {
+            let Some((v, scale)) = apply(v, &ids, overrides) else {
                 continue;
             };
-            let Some(metric) = vocabulary.metric(&v.metric) else {
-                continue;
+            let source = Source {
+                scale,
+                ..Source::new(&v.metric, v.value, Some(v.unit))
             };
-            let value = units::round(units::convert(v.value, v.unit, &metric.unit)?);
-            let converted = v.unit != metric.unit;
-            m.values.push(Reading {
-                quality: if metric.in_range(value) {
-                    Quality::Ok
-                } else {
-                    Quality::OutOfRange
-                },
-                source_value: converted.then_some(units::round(v.value)),
-                source_unit: converted.then(|| v.unit.to_string()),
-                metric: v.metric,
-                value,
-                unit: metric.unit.clone(),
-            });
+            match normalize::reading(source) {
+                Ok(reading) => m.values.push(reading),
+                Err(NormalizeError::UnknownMetric(_)) => continue,
+                Err(NormalizeError::NotFinite(value)) => {
+                    return Err(GattError::NotFinite {
+                        field: v.field,
+                        value,
+                    })
+                }
+                Err(NormalizeError::Unit(e)) => return Err(GattError::Unit(e)),
+            }
         }
         for (field, metric) in self.absent {
             let placeholder = Value {
@@ -360,7 +360,7 @@ impl Decoded {
                 value: 0.0,
                 unit: "1",
             };
-            if let Some(v) = apply(placeholder, &ids, overrides) {
+            if let Some((v, _)) = apply(placeholder, &ids, overrides) {
                 if !m.absent.contains(&v.metric) {
                     m.absent.push(v.metric);
                 }
@@ -391,7 +391,10 @@ pub struct Override {
     pub drop: bool,
 }
 
-fn apply(mut v: Value, characteristics: &[u16], overrides: &[Override]) -> Option<Value> {
+/// The value with the overrides' metric, and the product of their scales
+/// (applied by the normalizer, which keeps the codec's number as sent).
+fn apply(mut v: Value, characteristics: &[u16], overrides: &[Override]) -> Option<(Value, f64)> {
+    let mut factor = 1.0;
     for o in overrides.iter().filter(|o| {
         o.field == v.field
             && o.characteristic
@@ -402,13 +405,13 @@ fn apply(mut v: Value, characteristics: &[u16], overrides: &[Override]) -> Optio
             return None;
         }
         if let Some(scale) = o.scale {
-            v.value *= scale;
+            factor *= scale;
         }
         if let Some(metric) = &o.metric {
             v.metric = metric.clone();
         }
     }
-    Some(v)
+    Some((v, factor))
 }
 
 /// A cursor over a characteristic value; every read names its field.

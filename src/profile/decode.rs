@@ -12,9 +12,9 @@ use thiserror::Error;
 use crate::codec::binary::{self, BinError, BinType, BinValue};
 use crate::codec::checksum::Endian;
 use crate::codec::parse_hex;
-use crate::record::{Measurement, Quality, Reading};
+use crate::normalize::{self, NormalizeError, Source};
+use crate::record::{Measurement, Reading};
 use crate::units;
-use crate::vocabulary::Vocabulary;
 
 /// How a frame's payload is split into fields, as written in `[decode]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -626,14 +626,8 @@ fn raw_text(raw: Raw) -> String {
 }
 
 fn reading(field: &FieldSpec, raw: Raw) -> Result<Reading, DecodeError> {
-    let metric_id = field.metric.as_deref().unwrap_or_default();
-    // Profiles are validated at load, so the metric is known here.
-    let metric = Vocabulary::get()
-        .metric(metric_id)
-        .ok_or_else(|| DecodeError::MissingField {
-            field: format!("metric {metric_id}"),
-        })?;
-    let source = match raw {
+    let metric = field.metric.as_deref().unwrap_or_default();
+    let number = match raw {
         Raw::Number(n) => n,
         Raw::Text(text) => parse_number(&text, field.format.as_deref())
             .filter(|v| v.is_finite())
@@ -643,32 +637,23 @@ fn reading(field: &FieldSpec, raw: Raw) -> Result<Reading, DecodeError> {
             })?,
         Raw::Absent => 0.0,
     };
-    let scaled = source * field.scale + field.add;
-    if !scaled.is_finite() {
-        return Err(DecodeError::BadNumber {
-            field: field.label(),
-            text: source.to_string(),
-        });
-    }
-    let source_unit = field.unit.as_deref().unwrap_or(&metric.unit);
-    let value = units::round(units::convert(scaled, source_unit, &metric.unit)?);
-    if !value.is_finite() {
-        return Err(DecodeError::BadNumber {
-            field: field.label(),
-            text: source.to_string(),
-        });
-    }
-    Ok(Reading {
-        metric: metric_id.to_string(),
-        value,
-        unit: metric.unit.clone(),
-        quality: if metric.in_range(value) {
-            Quality::Ok
-        } else {
-            Quality::OutOfRange
+    normalize::reading(Source {
+        metric,
+        number,
+        unit: field.unit.as_deref(),
+        scale: field.scale,
+        add: field.add,
+    })
+    .map_err(|e| match e {
+        // Profiles are validated at load, so the metric is known here.
+        NormalizeError::UnknownMetric(_) => DecodeError::MissingField {
+            field: format!("metric {metric}"),
         },
-        source_value: (value != source).then_some(source),
-        source_unit: (source_unit != metric.unit).then(|| source_unit.to_string()),
+        NormalizeError::NotFinite(n) => DecodeError::BadNumber {
+            field: field.label(),
+            text: n.to_string(),
+        },
+        NormalizeError::Unit(e) => DecodeError::Unit(e),
     })
 }
 
@@ -774,6 +759,7 @@ fn device_time(field: &FieldSpec, raw: Raw) -> Result<String, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Quality;
 
     fn field(toml_text: &str) -> FieldSpec {
         toml::from_str(toml_text).unwrap()
