@@ -571,7 +571,7 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
             "add a [[field]] with metric = \"<id from metrics.toml>\"",
         ));
     }
-    let max_frame = max_frame_bytes(&frame);
+    let max_frame = frame.max_frame_bytes();
     let modbus_count = raw
         .request
         .as_ref()
@@ -673,92 +673,8 @@ fn validate_frame(
     frame: &FrameSpec,
     problems: &mut Vec<Problem>,
 ) {
-    let mut bad = |key: &str, message: String, fix: &str| {
-        problems.push(src.problem(Some(src.key_span(span.clone(), key)), message, fix))
-    };
-    match frame {
-        FrameSpec::Header {
-            length,
-            checksum,
-            max_bytes,
-            magic,
-        } => {
-            if !(1..=2).contains(&length.size) {
-                bad(
-                    "length",
-                    format!("length size {} is not 1 or 2", length.size),
-                    "length fields are u8 or u16",
-                );
-            }
-            if length.offset < magic.len() {
-                bad(
-                    "length",
-                    format!(
-                        "length offset {} lies inside the {}-byte magic",
-                        length.offset,
-                        magic.len()
-                    ),
-                    "count the offset from the first magic byte",
-                );
-            }
-            if let Some(c) = checksum {
-                if c.from >= *max_bytes {
-                    bad(
-                        "checksum",
-                        format!("checksum starts at {} past max_bytes {max_bytes}", c.from),
-                        "`from` is a byte offset from the frame start",
-                    );
-                }
-            }
-        }
-        FrameSpec::Fixed {
-            length,
-            sync,
-            checksum,
-        } => {
-            let need = sync.as_ref().map_or(0, Vec::len)
-                + checksum.as_ref().map_or(0, |c| c.kind.size() + c.tail);
-            if *length == 0 || *length < need {
-                bad(
-                    "length",
-                    format!(
-                        "fixed length {length} cannot hold the sync and checksum ({need} bytes)"
-                    ),
-                    "set length to the whole frame's size",
-                );
-            }
-        }
-        FrameSpec::LengthPrefixed { size, .. } if !matches!(size, 1 | 2 | 4) => {
-            bad(
-                "size",
-                format!("length prefix size {size} is not 1, 2 or 4"),
-                "most devices use 2 (u16)",
-            );
-        }
-        FrameSpec::Line {
-            checksum: Some(c), ..
-        } if c.separator.is_empty() => {
-            bad(
-                "checksum",
-                "a text checksum needs a separator".into(),
-                "set separator = \"*\" (or what the device uses)",
-            );
-        }
-        _ => {}
-    }
-}
-
-/// The longest frame a framing can deliver, for checking field offsets.
-fn max_frame_bytes(frame: &FrameSpec) -> Option<usize> {
-    match frame {
-        FrameSpec::Header { max_bytes, .. }
-        | FrameSpec::LengthPrefixed { max_bytes, .. }
-        | FrameSpec::Csafe { max_bytes }
-        | FrameSpec::StxEtx { max_bytes, .. }
-        | FrameSpec::Line { max_bytes, .. } => Some(*max_bytes),
-        FrameSpec::Fixed { length, .. } => Some(*length),
-        FrameSpec::Message => None,
-        FrameSpec::ModbusRtu => Some(256),
+    for (key, message, fix) in frame.problems() {
+        problems.push(src.problem(Some(src.key_span(span.clone(), key)), message, fix));
     }
 }
 
@@ -769,13 +685,7 @@ fn validate_decode(
     decode: &DecodeSpec,
     problems: &mut Vec<Problem>,
 ) {
-    let binary_frame = matches!(
-        frame,
-        FrameSpec::Header { .. }
-            | FrameSpec::Fixed { .. }
-            | FrameSpec::ModbusRtu
-            | FrameSpec::Csafe { .. }
-    );
+    let binary_frame = frame.is_binary();
     match decode {
         DecodeSpec::Modbus { .. } if !matches!(frame, FrameSpec::ModbusRtu) => {
             problems.push(src.problem(
@@ -794,7 +704,7 @@ fn validate_decode(
             ));
         }
         DecodeSpec::Binary { expect } => {
-            if let Some(max) = max_frame_bytes(frame) {
+            if let Some(max) = frame.max_frame_bytes() {
                 for e in expect.iter().filter(|e| e.offset + e.hex.len() > max) {
                     problems.push(src.problem(
                         Some(src.key_span(span.clone(), "expect")),
