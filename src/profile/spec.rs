@@ -9,7 +9,6 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::frame::FrameSpec;
-use super::selftest::RawTest;
 use crate::codec::binary::BinType;
 use crate::codec::checksum::{ChecksumKind, Endian};
 use crate::codec::parse_hex;
@@ -152,6 +151,34 @@ pub enum Expect {
     },
     /// The frame must be rejected with an error containing this text.
     Error(String),
+}
+
+/// A `[[test]]` table as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTest {
+    #[serde(default)]
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) text: Option<String>,
+    #[serde(default)]
+    pub(super) hex: Option<String>,
+    /// The characteristic the value came from (gatt profiles).
+    #[serde(default)]
+    pub(super) characteristic: Option<String>,
+    /// Several values in turn, for records split over packets (gatt).
+    #[serde(default)]
+    pub(super) packets: Vec<String>,
+    #[serde(default)]
+    pub(super) values: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub(super) subject: Option<String>,
+    #[serde(default)]
+    pub(super) absent: Vec<String>,
+    #[serde(default)]
+    pub(super) attributes: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub(super) error: Option<String>,
 }
 
 /// A profile file as written, before validation.

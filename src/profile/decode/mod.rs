@@ -1,5 +1,5 @@
 //! Decoding: one frame's payload -> raw fields -> a normalized
-//! [`Measurement`] (canonical metric ids and units, plausibility flagged,
+//! [`Measurement`] (numbers through [`crate::normalize`], plausibility flagged,
 //! "no data" values listed as absent).
 //!
 //! Pure: no I/O and no logging; callers log and count the errors.

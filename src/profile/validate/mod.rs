@@ -1,5 +1,8 @@
 //! Loading and validating profiles: every problem a file has, each with
 //! its line and a fix, and finding profile files by id or directory.
+//! The `[[test]]` tables are checked in [`cases`].
+
+mod cases;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -7,7 +10,6 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::frame::FrameSpec;
-use super::selftest::validate_tests;
 use super::spec::{DecodeSpec, FieldSpec, Match, Profile, RawProfile, RequestSpec, Role};
 use crate::codec::binary::BinType;
 use crate::codec::parse_hex;
@@ -15,6 +17,7 @@ use crate::gatt;
 use crate::problem::{Problem, SourceText};
 use crate::units;
 use crate::vocabulary::Vocabulary;
+use cases::validate_tests;
 
 impl Profile {
     /// Reads and validates one profile file.
