@@ -7,7 +7,7 @@ use std::path::Path;
 
 use fitedge::codec::parse_hex;
 use fitedge::gatt::{self, Options, Override};
-use fitedge::profile::{DecodeContext, Profile};
+use fitedge::profile::{self, DecodeContext, DecodeSpec, Profile};
 use fitedge::record::Reading;
 
 const SERIAL: &str = r#"
@@ -95,6 +95,38 @@ fn a_gatt_override_scale_keeps_the_codec_number_like_a_profile_scale() {
     );
     assert_eq!(
         source(&gatt_reading(0x2A9D, "01 54 38", &[tenth])),
+        (6.540802, Some(144.2), Some("[lb_av]"))
+    );
+}
+
+const GATT: &str = r#"
+id = "scale-tenths-ble"
+name = "a scale whose firmware sends weight in tenths of the specified unit"
+[decode]
+type = "gatt"
+characteristics = ["2A9D"]
+[[decode.override]]
+field = "weight"
+scale = 0.1
+[[test]]
+characteristic = "2A9D"
+hex = "01 54 38"
+values = { "body.weight" = 6.540802 }
+"#;
+
+#[test]
+fn a_gatt_profile_override_follows_the_same_rule() {
+    let p = Profile::parse(Path::new("scale-tenths-ble.toml"), GATT).expect("profile");
+    assert!(p.run_tests().iter().all(|t| t.failure.is_none()));
+    let DecodeSpec::Gatt(spec) = &p.decode else {
+        panic!("a gatt profile")
+    };
+    let out = profile::decode_gatt(spec, 0x2A9D, &[parse_hex("01 54 38").unwrap()]);
+    let [Ok(m)] = out.as_slice() else {
+        panic!("one measurement: {out:?}")
+    };
+    assert_eq!(
+        source(&m.values[0]),
         (6.540802, Some(144.2), Some("[lb_av]"))
     );
 }
