@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
+use fitedge::codec::parse_hex;
 use fitedge::gatt::{GattDecoder, Spec};
-use fitedge::profile::frame::parse_hex;
 
 /// (characteristic, value): the shared vectors' kinds, split records too.
 const MIX: &[(u16, &str)] = &[

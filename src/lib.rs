@@ -9,10 +9,12 @@
 //! - [`config`]: the config file, parsed and validated with line numbers.
 //! - [`source`]: device I/O; one task per device.
 //! - [`profile`]: the declarative device profiles (TOML) and their decoders.
+//! - [`codec`]: byte-level reads, checksums and hex shared by every decoder.
 //! - [`record`]: the record, the type every later stage shares.
 //! - [`outbox`]: the durable ring of records awaiting PUBACK.
 //! - [`uplink`]: the MQTT forwarder to the platform.
 //! - [`gateway`]: wires the stages together and runs them.
+//! - [`normalize`]: the one place a device's number becomes a reading.
 //! - [`vocabulary`], [`units`]: canonical metrics and unit conversion.
 //! - [`status`], [`report`]: counters, the heartbeat and the localhost
 //!   status endpoint; [`clock`], [`problem`]: time, user-facing errors.
@@ -22,9 +24,11 @@
 pub mod backoff;
 pub mod cli;
 pub mod clock;
+pub mod codec;
 pub mod config;
 pub mod gateway;
 pub mod gatt;
+pub mod normalize;
 pub mod outbox;
 pub mod problem;
 pub mod profile;

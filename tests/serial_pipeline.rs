@@ -78,8 +78,7 @@ fn readings_from_two_instruments_arrive_intact_and_bad_frames_are_counted() {
         if n == 5 {
             // Corrupted check byte, line noise, a garbled line, an implausible grip.
             grip.write_frame(
-                &fitedge::profile::frame::parse_hex("024752502C53303030312C3033382E3603C8")
-                    .unwrap(),
+                &fitedge::codec::parse_hex("024752502C53303030312C3033382E3603C8").unwrap(),
             )
             .unwrap();
             grip.write_frame(b"\xFF\xFE noise").unwrap();

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{broker, Platform};
+use fitedge::codec::checksum::ChecksumKind;
 use fitedge::gateway::{self, Handle};
-use fitedge::profile::checksum::ChecksumKind;
 use fitedge::sim::Pty;
 
 const PROFILE: &str = r#"

@@ -7,7 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{binary, profiles_dir};
-use fitedge::profile::{frame::parse_hex, Profile};
+use fitedge::codec::parse_hex;
+use fitedge::profile::Profile;
 
 const VECTORS: &str = include_str!("vectors/serial.tsv");
 
@@ -223,7 +224,7 @@ fn framing_only_rows_frame_as_the_vectors_say() {
                     .get("unstuffed_content")
                     .and_then(|v| v.as_str())
                 {
-                    assert_eq!(fitedge::profile::frame::hex(&content), unstuffed);
+                    assert_eq!(fitedge::codec::hex(&content), unstuffed);
                 } else {
                     assert_eq!(content, vec![0x91]);
                 }

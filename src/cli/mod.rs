@@ -11,10 +11,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use crate::codec::{self, parse_hex};
 use crate::config::{self, Config};
 use crate::gatt;
 use crate::problem::{render, Problem};
-use crate::profile::{self, frame::parse_hex, Profile};
+use crate::profile::{self, Profile};
 
 /// Exit code for a configuration error (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
@@ -226,7 +227,7 @@ fn decode_gatt(spec: &gatt::Spec, uuid: &str, value: &[u8]) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "fitedge decode: {codec:04X} value {} rejected: {e}",
-                profile::frame::hex(value)
+                codec::hex(value)
             );
             ExitCode::from(EXIT_DATA)
         }
@@ -540,7 +541,7 @@ fn decode(args: DecodeArgs) -> ExitCode {
                 ok = false;
                 eprintln!(
                     "fitedge decode: frame {} rejected: {}",
-                    profile::frame::hex(&f.raw),
+                    codec::hex(&f.raw),
                     f.error
                 );
             }

@@ -120,7 +120,7 @@ pub fn treadmill(r: &mut Reader, out: &mut Decoded, options: &Options) -> Result
 }
 
 /// Cross Trainer Data 0x2ACE; its flags are 24 bits, bit 15 the direction.
-pub fn cross_trainer(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn cross_trainer(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u24("flags")?;
     if bit(flags, 15) {
         out.attribute("movement_direction", "backward");
@@ -129,13 +129,13 @@ pub fn cross_trainer(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError>
 }
 
 /// Rower Data 0x2AD1.
-pub fn rower(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn rower(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u16("flags")? as u32;
     machine(r, out, flags, ROWER, &Options::default())
 }
 
 /// Indoor Bike Data 0x2AD2.
-pub fn indoor_bike(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn indoor_bike(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u16("flags")? as u32;
     machine(r, out, flags, INDOOR_BIKE, &Options::default())
 }
@@ -331,7 +331,7 @@ fn read(
 }
 
 /// Training Status 0x2AD3: the status, and the device's text if sent.
-pub fn training_status(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn training_status(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     const STATUS: [&str; 16] = [
         "other",
         "idle",
@@ -364,7 +364,7 @@ pub fn training_status(r: &mut Reader, out: &mut Decoded) -> Result<(), GattErro
 }
 
 /// Fitness Machine Status 0x2ADA: an op code and its parameter.
-pub fn machine_status(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn machine_status(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let op = r.u8("op code")?;
     let (name, parameter): (&str, Option<serde_json::Value>) = match op {
         0x01 => ("reset", None),

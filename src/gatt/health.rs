@@ -1,10 +1,10 @@
 //! Codecs for the health characteristics: Heart Rate, Weight Scale, Body
 //! Composition, Blood Pressure, Health Thermometer and Pulse Oximeter.
 
-use super::{bit, bit_names, Continuation, Decoded, GattError, Reader};
+use super::{bit, bit_names, Continuation, Decoded, GattError, Options, Reader};
 
 /// Heart Rate Measurement 0x2A37.
-pub fn heart_rate(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn heart_rate(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u8("flags")? as u32;
     let hr = if bit(flags, 0) {
         r.u16("heart rate (u16)")? as f64
@@ -58,7 +58,7 @@ fn user(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
 }
 
 /// Weight Measurement 0x2A9D. 0xFFFF weight is "measurement unsuccessful".
-pub fn weight(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn weight(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u8("flags")? as u32;
     let (mass, mass_res, length, length_res) = mass_units(bit(flags, 0));
     let w = r.u16("weight")? as f64;
@@ -83,7 +83,7 @@ pub fn weight(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
 
 /// Weight Scale Feature 0x2A9E: what the scale supports and how much of the
 /// fixed wire resolution is meaningful.
-pub fn weight_feature(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn weight_feature(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let f = r.u32("features")?;
     out.attribute("timestamp_supported", bit(f, 0));
     out.attribute("multiple_users_supported", bit(f, 1));
@@ -101,7 +101,7 @@ pub fn weight_feature(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError
 
 /// Body Composition Measurement 0x2A9C. Bit 12 marks one of two packets
 /// of a record too long for the MTU; [`super::Assembler`] merges them.
-pub fn body_composition(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn body_composition(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u16("flags")? as u32;
     let (mass, mass_res, length, length_res) = mass_units(bit(flags, 0));
     let fat = r.u16("body fat percentage")? as f64;
@@ -151,7 +151,7 @@ pub fn body_composition(r: &mut Reader, out: &mut Decoded) -> Result<(), GattErr
 }
 
 /// Blood Pressure Measurement 0x2A35 (and Intermediate Cuff Pressure).
-pub fn blood_pressure(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn blood_pressure(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u8("flags")? as u32;
     let unit = if bit(flags, 0) { "kPa" } else { "mm[Hg]" };
     let sys = r.sfloat("systolic")?;
@@ -191,7 +191,7 @@ pub fn blood_pressure(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError
 }
 
 /// Temperature Measurement 0x2A1C.
-pub fn temperature(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn temperature(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u8("flags")? as u32;
     let unit = if bit(flags, 0) { "[degF]" } else { "Cel" };
     let t = r.float("temperature")?;
@@ -258,7 +258,7 @@ fn plx_status(r: &mut Reader, out: &mut Decoded, measurement: bool) -> Result<()
 }
 
 /// PLX Spot-check Measurement 0x2A5E.
-pub fn plx_spot_check(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn plx_spot_check(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u8("flags")? as u32;
     let spo2 = r.sfloat("SpO2")?;
     let pr = r.sfloat("pulse rate")?;
@@ -289,7 +289,7 @@ pub fn plx_spot_check(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError
 
 /// PLX Continuous Measurement 0x2A5F. The fast and slow averages become
 /// attributes; the normal pair is the reading.
-pub fn plx_continuous(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn plx_continuous(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u8("flags")? as u32;
     let spo2 = r.sfloat("SpO2 (normal)")?;
     let pr = r.sfloat("pulse rate (normal)")?;

@@ -5,7 +5,8 @@
 //! A codec turns one characteristic value into a [`Decoded`]: values in the
 //! device's own unit, each tagged with a field name a profile can override,
 //! metrics left out as absent, the device time and attributes.
-//! [`Decoded::normalize`] then converts to the canonical units. Codecs are
+//! [`Decoded::normalize`] then applies a profile's overrides and hands each
+//! value to [`crate::normalize`] for the canonical units. Codecs are
 //! pure and never panic: a payload shorter or longer than its flags say is
 //! a [`GattError`]. Multi-packet records and derived speed and cadence need
 //! state across notifications; that lives in [`assemble`].
@@ -23,10 +24,10 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use crate::profile::binary::{self, BinValue};
-use crate::record::{Measurement, Quality, Reading};
+use crate::codec::binary::{self, BinValue};
+use crate::normalize::{self, NormalizeError, Source};
+use crate::record::Measurement;
 use crate::units;
-use crate::vocabulary::Vocabulary;
 
 pub use assemble::Assembler;
 pub use spec::{GattDecoder, Spec};
@@ -49,6 +50,8 @@ pub enum GattError {
     NotWanted(u16),
     #[error("{0}")]
     Unit(#[from] units::UnitError),
+    #[error("{field}: {value} scaled or converted is not a finite number")]
+    NotFinite { field: &'static str, value: f64 },
 }
 
 /// Codec settings a profile may change.
@@ -70,25 +73,50 @@ impl Default for Options {
     }
 }
 
-/// The characteristics with a built-in codec: (UUID, service, name).
-pub const CODECS: &[(u16, u16, &str)] = &[
-    (0x2A37, 0x180D, "Heart Rate Measurement"),
-    (0x2A9D, 0x181D, "Weight Measurement"),
-    (0x2A9E, 0x181D, "Weight Scale Feature"),
-    (0x2A9C, 0x181B, "Body Composition Measurement"),
-    (0x2A35, 0x1810, "Blood Pressure Measurement"),
-    (0x2A1C, 0x1809, "Temperature Measurement"),
-    (0x2A5E, 0x1822, "PLX Spot-check Measurement"),
-    (0x2A5F, 0x1822, "PLX Continuous Measurement"),
-    (0x2A5B, 0x1816, "CSC Measurement"),
-    (0x2A63, 0x1818, "Cycling Power Measurement"),
-    (0x2A53, 0x1814, "RSC Measurement"),
-    (0x2ACD, 0x1826, "Treadmill Data"),
-    (0x2ACE, 0x1826, "Cross Trainer Data"),
-    (0x2AD1, 0x1826, "Rower Data"),
-    (0x2AD2, 0x1826, "Indoor Bike Data"),
-    (0x2AD3, 0x1826, "Training Status"),
-    (0x2ADA, 0x1826, "Fitness Machine Status"),
+/// A built-in codec: the characteristic it decodes and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Codec {
+    pub uuid: u16,
+    /// The service the characteristic belongs to.
+    pub service: u16,
+    pub name: &'static str,
+    read: Read,
+}
+
+type Read = fn(&mut Reader, &mut Decoded, &Options) -> Result<(), GattError>;
+
+impl Codec {
+    const fn new(uuid: u16, service: u16, name: &'static str, read: Read) -> Codec {
+        Codec {
+            uuid,
+            service,
+            name,
+            read,
+        }
+    }
+}
+
+/// The characteristics with a built-in codec. Adding a codec is one row:
+/// lookups, the UUID list in messages and [`decode`] all read this table.
+#[rustfmt::skip]
+pub const CODECS: &[Codec] = &[
+    Codec::new(0x2A37, 0x180D, "Heart Rate Measurement",       health::heart_rate),
+    Codec::new(0x2A9D, 0x181D, "Weight Measurement",           health::weight),
+    Codec::new(0x2A9E, 0x181D, "Weight Scale Feature",         health::weight_feature),
+    Codec::new(0x2A9C, 0x181B, "Body Composition Measurement", health::body_composition),
+    Codec::new(0x2A35, 0x1810, "Blood Pressure Measurement",   health::blood_pressure),
+    Codec::new(0x2A1C, 0x1809, "Temperature Measurement",      health::temperature),
+    Codec::new(0x2A5E, 0x1822, "PLX Spot-check Measurement",   health::plx_spot_check),
+    Codec::new(0x2A5F, 0x1822, "PLX Continuous Measurement",   health::plx_continuous),
+    Codec::new(0x2A5B, 0x1816, "CSC Measurement",              sport::csc),
+    Codec::new(0x2A63, 0x1818, "Cycling Power Measurement",    sport::cycling_power),
+    Codec::new(0x2A53, 0x1814, "RSC Measurement",              sport::rsc),
+    Codec::new(0x2ACD, 0x1826, "Treadmill Data",               ftms::treadmill),
+    Codec::new(0x2ACE, 0x1826, "Cross Trainer Data",           ftms::cross_trainer),
+    Codec::new(0x2AD1, 0x1826, "Rower Data",                   ftms::rower),
+    Codec::new(0x2AD2, 0x1826, "Indoor Bike Data",             ftms::indoor_bike),
+    Codec::new(0x2AD3, 0x1826, "Training Status",              ftms::training_status),
+    Codec::new(0x2ADA, 0x1826, "Fitness Machine Status",       ftms::machine_status),
 ];
 
 /// Names of the services a scan shows.
@@ -142,40 +170,27 @@ pub fn service_name(uuid: u16) -> Option<&'static str> {
 fn known_list() -> String {
     CODECS
         .iter()
-        .map(|(uuid, _, _)| format!("{uuid:04X}"))
+        .map(|c| format!("{:04X}", c.uuid))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
+/// The built-in codec for a characteristic, if there is one.
+pub fn codec(uuid: u16) -> Option<&'static Codec> {
+    CODECS.iter().find(|c| c.uuid == uuid)
+}
+
 /// The codec's name for a characteristic, if there is one.
 pub fn codec_name(uuid: u16) -> Option<&'static str> {
-    CODECS.iter().find(|c| c.0 == uuid).map(|c| c.2)
+    codec(uuid).map(|c| c.name)
 }
 
 /// Decodes one value of characteristic `uuid`.
 pub fn decode(uuid: u16, bytes: &[u8], options: &Options) -> Result<Decoded, GattError> {
     let mut r = Reader::new(bytes);
     let mut out = Decoded::default();
-    match uuid {
-        0x2A37 => health::heart_rate(&mut r, &mut out)?,
-        0x2A9D => health::weight(&mut r, &mut out)?,
-        0x2A9E => health::weight_feature(&mut r, &mut out)?,
-        0x2A9C => health::body_composition(&mut r, &mut out)?,
-        0x2A35 => health::blood_pressure(&mut r, &mut out)?,
-        0x2A1C => health::temperature(&mut r, &mut out)?,
-        0x2A5E => health::plx_spot_check(&mut r, &mut out)?,
-        0x2A5F => health::plx_continuous(&mut r, &mut out)?,
-        0x2A5B => sport::csc(&mut r, &mut out)?,
-        0x2A63 => sport::cycling_power(&mut r, &mut out)?,
-        0x2A53 => sport::rsc(&mut r, &mut out)?,
-        0x2ACD => ftms::treadmill(&mut r, &mut out, options)?,
-        0x2ACE => ftms::cross_trainer(&mut r, &mut out)?,
-        0x2AD1 => ftms::rower(&mut r, &mut out)?,
-        0x2AD2 => ftms::indoor_bike(&mut r, &mut out)?,
-        0x2AD3 => ftms::training_status(&mut r, &mut out)?,
-        0x2ADA => ftms::machine_status(&mut r, &mut out)?,
-        other => return Err(GattError::Unknown(other)),
-    }
+    let codec = codec(uuid).ok_or(GattError::Unknown(uuid))?;
+    (codec.read)(&mut r, &mut out, options)?;
     r.finish()?;
     Ok(out)
 }
@@ -325,33 +340,30 @@ impl Decoded {
         overrides: &[Override],
     ) -> Result<Measurement, GattError> {
         let ids = [characteristic, codec];
-        let vocabulary = Vocabulary::get();
         let mut m = Measurement {
             device_time: self.device_time,
             attributes: self.attributes,
             ..Measurement::default()
         };
         for v in self.values {
-            let Some(v) = apply(v, &ids, overrides) else {
+            let Some((v, scale)) = apply(v, &ids, overrides) else {
                 continue;
             };
-            let Some(metric) = vocabulary.metric(&v.metric) else {
-                continue;
+            let source = Source {
+                scale,
+                ..Source::new(&v.metric, v.value, Some(v.unit))
             };
-            let value = units::round(units::convert(v.value, v.unit, &metric.unit)?);
-            let converted = v.unit != metric.unit;
-            m.values.push(Reading {
-                quality: if metric.in_range(value) {
-                    Quality::Ok
-                } else {
-                    Quality::OutOfRange
-                },
-                source_value: converted.then_some(units::round(v.value)),
-                source_unit: converted.then(|| v.unit.to_string()),
-                metric: v.metric,
-                value,
-                unit: metric.unit.clone(),
-            });
+            match normalize::reading(source) {
+                Ok(reading) => m.values.push(reading),
+                Err(NormalizeError::UnknownMetric(_)) => continue,
+                Err(NormalizeError::NotFinite(value)) => {
+                    return Err(GattError::NotFinite {
+                        field: v.field,
+                        value,
+                    })
+                }
+                Err(NormalizeError::Unit(e)) => return Err(GattError::Unit(e)),
+            }
         }
         for (field, metric) in self.absent {
             let placeholder = Value {
@@ -360,7 +372,7 @@ impl Decoded {
                 value: 0.0,
                 unit: "1",
             };
-            if let Some(v) = apply(placeholder, &ids, overrides) {
+            if let Some((v, _)) = apply(placeholder, &ids, overrides) {
                 if !m.absent.contains(&v.metric) {
                     m.absent.push(v.metric);
                 }
@@ -391,7 +403,10 @@ pub struct Override {
     pub drop: bool,
 }
 
-fn apply(mut v: Value, characteristics: &[u16], overrides: &[Override]) -> Option<Value> {
+/// The value with the overrides' metric, and the product of their scales
+/// (applied by the normalizer, which keeps the codec's number as sent).
+fn apply(mut v: Value, characteristics: &[u16], overrides: &[Override]) -> Option<(Value, f64)> {
+    let mut factor = 1.0;
     for o in overrides.iter().filter(|o| {
         o.field == v.field
             && o.characteristic
@@ -402,13 +417,13 @@ fn apply(mut v: Value, characteristics: &[u16], overrides: &[Override]) -> Optio
             return None;
         }
         if let Some(scale) = o.scale {
-            v.value *= scale;
+            factor *= scale;
         }
         if let Some(metric) = &o.metric {
             v.metric = metric.clone();
         }
     }
-    Some(v)
+    Some((v, factor))
 }
 
 /// A cursor over a characteristic value; every read names its field.

@@ -183,7 +183,7 @@ impl GattDecoder {
     pub fn new(spec: &Spec) -> Self {
         let candidates = CODECS
             .iter()
-            .map(|c| c.0)
+            .map(|c| c.uuid)
             .chain(spec.alias.keys().filter_map(|a| parse_uuid16(a)));
         GattDecoder {
             routes: candidates

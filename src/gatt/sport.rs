@@ -2,7 +2,7 @@
 //! and Running Speed and Cadence. Speed and cadence from cumulative
 //! counters need two samples; see [`super::assemble`].
 
-use super::{bit, Decoded, GattError, Reader};
+use super::{bit, Decoded, GattError, Options, Reader};
 
 fn wheel(r: &mut Reader, out: &mut Decoded, ticks_per_s: f64) -> Result<(), GattError> {
     let revs = r.u32("cumulative wheel revolutions")?;
@@ -43,7 +43,7 @@ fn crank(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
 }
 
 /// CSC Measurement 0x2A5B.
-pub fn csc(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn csc(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u8("flags")? as u32;
     if bit(flags, 0) {
         wheel(r, out, 1024.0)?;
@@ -56,7 +56,7 @@ pub fn csc(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
 
 /// Cycling Power Measurement 0x2A63. Accumulated and extreme values become
 /// attributes; power, balance, energy and the counters are readings.
-pub fn cycling_power(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn cycling_power(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u16("flags")? as u32;
     let power = r.i16("instantaneous power")? as f64;
     out.value("power", "activity.power", power, "W");
@@ -119,7 +119,7 @@ pub fn cycling_power(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError>
 }
 
 /// RSC Measurement 0x2A53.
-pub fn rsc(r: &mut Reader, out: &mut Decoded) -> Result<(), GattError> {
+pub fn rsc(r: &mut Reader, out: &mut Decoded, _: &Options) -> Result<(), GattError> {
     let flags = r.u8("flags")? as u32;
     let speed = r.u16("instantaneous speed")? as f64 / 256.0;
     let cadence = r.u8("instantaneous cadence")? as f64;

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::profile::frame::parse_hex;
+use crate::codec::parse_hex;
 
 fn bytes(hex: &str) -> Vec<u8> {
     parse_hex(hex).expect("test hex")
@@ -256,7 +256,7 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 0..40),
         pace_bytes in 1usize..=2,
     ) {
-        let (uuid, _, _) = CODECS[index];
+        let uuid = CODECS[index].uuid;
         let options = Options { pace_bytes, ..Options::default() };
         if let Ok(d) = decode(uuid, &payload, &options) {
             let m = d.normalize(uuid, uuid, &[]).expect("codec units convert");

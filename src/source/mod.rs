@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use crate::profile::{frame::hex, DecodeContext, DeviceDecoder, Profile};
+use crate::codec::hex;
+use crate::profile::{DecodeContext, DeviceDecoder, Profile};
 use crate::record::{Incoming, Measurement, Origin, Record};
 use crate::status::DeviceStats;
 
