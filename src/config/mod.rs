@@ -1,6 +1,6 @@
 //! The gateway's configuration file: parsing and validation.
 //!
-//! A file goes through three stages, each collecting into one problem list
+//! A file goes through four stages, each collecting into one problem list
 //! (every problem with file, line and a fix), so one `fitedge check` run
 //! shows all of them:
 //!
@@ -10,6 +10,8 @@
 //!    [`status`]) turns what could be read into the validated types.
 //! 3. [`environment`]: the files the config names (passwords, LAN users)
 //!    are read, with `${NAME}` expanded where the config allows it.
+//! 4. [`profiles`]: each device's profile is found and checked against its
+//!    transport ([`load_with_profiles`]).
 //!
 //! A commented example is `systemd/fitedge.toml`.
 
@@ -17,6 +19,7 @@ mod buffer;
 mod device;
 mod environment;
 mod lan;
+mod profiles;
 mod raw;
 mod status;
 mod upstream;
@@ -32,6 +35,8 @@ use toml::Spanned;
 
 use crate::problem::{Problem, SourceText};
 use crate::source::usb::UsbId;
+
+pub use profiles::{check_profiles, find_profiles, load_with_profiles};
 
 pub const DEFAULT_PATH: &str = "/etc/fitedge/fitedge.toml";
 
