@@ -13,7 +13,8 @@
 //! 4. [`profiles`]: each device's profile is found and checked against its
 //!    transport ([`load_with_profiles`]).
 //!
-//! A commented example is `systemd/fitedge.toml`.
+//! Problems of the config file are listed in its line order. A commented
+//! example is `systemd/fitedge.toml`.
 
 mod buffer;
 mod device;
@@ -290,6 +291,9 @@ fn draft(src: &SourceText, problems: &mut Vec<Problem>) -> Option<Draft> {
     let base = src.path.parent().unwrap_or(Path::new("."));
     let mut draft = check_sections(src, base, &raw, problems);
     environment::apply(src, base, &raw, &mut draft, problems);
+    // In the file's order (sections are read in a fixed order, unknown keys
+    // in the table's); problems of other files (a users file) come after.
+    problems.sort_by_key(|p| (p.file != src.path, p.line));
     Some(draft)
 }
 

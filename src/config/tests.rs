@@ -181,3 +181,22 @@ fn environment_names_in_paths_are_expanded() {
 fn device_line_finds_the_entry() {
     assert_eq!(device_line(GOOD, "station-1"), Some(15));
 }
+
+#[test]
+fn a_broken_section_does_not_hide_the_problems_of_others() {
+    let text = GOOD
+        .replace("site_id = \"site-a\"", "site_id = 3\nsite = \"a\"")
+        .replace("port = 1883", "port = 0")
+        .replace("max_records = 1000", "max_records = 1000\nmax_record = 10")
+        .replace("baud = 9600", "baud = \"fast\"");
+    let problems = parse_str(&text).unwrap_err();
+    let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+    assert_eq!(
+        lines,
+        vec![Some(3), Some(4), Some(9), Some(14), Some(22)],
+        "{problems:?}"
+    );
+    assert!(problems[1].message.contains("unknown field `site`"));
+    assert!(problems[2].message.contains("upstream port 0"));
+    assert!(problems[3].message.contains("unknown field `max_record`"));
+}
