@@ -29,6 +29,19 @@ fn line_of(text: &str, needle: &str) -> usize {
         + 1
 }
 
+/// A config with one serial device, `hw-1`, using `profile`.
+fn one_serial_device(dir: &Path, profile: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        1883,
+        &[DeviceEntry {
+            id: "hw-1",
+            profile,
+            port: Path::new("/dev/null"),
+        }],
+    )
+}
+
 #[test]
 fn the_shipped_example_config_is_valid_apart_from_its_paths() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/fitedge.toml");
@@ -84,15 +97,7 @@ fn the_example_config_outside_systemd_says_where_the_password_comes_from() {
 #[test]
 fn a_good_config_passes() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        1883,
-        &[DeviceEntry {
-            id: "hw-1",
-            profile: "height-weight-kv-line",
-            port: Path::new("/dev/null"),
-        }],
-    );
+    let config = one_serial_device(dir.path(), "height-weight-kv-line");
     let (code, stdout, _) = check(&config);
     assert_eq!(code, 0);
     assert!(stdout.contains("1 device(s), 1 profile(s)"), "{stdout}");
@@ -101,15 +106,7 @@ fn a_good_config_passes() {
 #[test]
 fn config_problems_name_file_line_and_fix_and_exit_78() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        1883,
-        &[DeviceEntry {
-            id: "hw-1",
-            profile: "height-weight-kv-line",
-            port: Path::new("/dev/null"),
-        }],
-    );
+    let config = one_serial_device(dir.path(), "height-weight-kv-line");
     let text = std::fs::read_to_string(&config).unwrap();
     let text = text
         .replace("keep_alive_seconds = 5", "keep_alive_seconds = 0")
@@ -133,6 +130,36 @@ fn config_problems_name_file_line_and_fix_and_exit_78() {
 }
 
 #[test]
+fn three_mistakes_in_different_sections_are_reported_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_serial_device(dir.path(), "no-such-profile");
+    // A mistyped value, an unknown key and a device whose profile is missing.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("keep_alive_seconds = 5", "keep_alive_seconds = \"5\"")
+        .replace("max_records = 5000", "max_records = 5000\nmax_record = 10");
+    std::fs::write(&config, &text).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78, "{stderr}");
+    let path = config.display().to_string();
+    let at = |needle: &str| format!("{path}:{}: ", line_of(&text, needle));
+    for expected in [
+        format!(
+            "{}invalid type: string \"5\", expected u64",
+            at("keep_alive_seconds")
+        ),
+        format!("{}unknown field `max_record`", at("max_record = 10")),
+        format!(
+            "{}profile \"no-such-profile\" not found",
+            at("id = \"hw-1\"")
+        ),
+    ] {
+        assert!(stderr.contains(&expected), "{expected} in:\n{stderr}");
+    }
+    assert!(stderr.contains("3 problem(s) found."), "{stderr}");
+}
+
+#[test]
 fn a_syntax_error_is_placed_at_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fitedge.toml");
@@ -149,15 +176,7 @@ fn a_syntax_error_is_placed_at_its_line() {
 #[test]
 fn an_unknown_profile_is_reported_at_the_device_line() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        1883,
-        &[DeviceEntry {
-            id: "hw-1",
-            profile: "no-such-profile",
-            port: Path::new("/dev/null"),
-        }],
-    );
+    let config = one_serial_device(dir.path(), "no-such-profile");
     let (code, _, stderr) = check(&config);
     assert_eq!(code, 78);
     let line = line_of(&std::fs::read_to_string(&config).unwrap(), "id = \"hw-1\"");

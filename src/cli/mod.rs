@@ -236,63 +236,7 @@ fn decode_gatt(spec: &gatt::Spec, uuid: &str, value: &[u8]) -> ExitCode {
 
 /// Loads the config and every profile its devices use, collecting problems.
 pub fn load(path: &Path) -> Result<(Config, HashMap<String, Profile>), Vec<Problem>> {
-    let config = config::load(path)?;
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let mut profiles = HashMap::new();
-    let mut problems = Vec::new();
-    for device in &config.devices {
-        if profiles.contains_key(&device.profile) {
-            continue;
-        }
-        match profile::find(&config.profile_dirs, &device.profile) {
-            Ok(p) => {
-                profiles.insert(device.profile.clone(), p);
-            }
-            Err(mut found) => {
-                for p in &mut found {
-                    if p.line.is_none() && p.message.contains("not found") {
-                        p.file = path.to_path_buf();
-                        p.line = config::device_line(&text, &device.id);
-                    }
-                }
-                problems.extend(found);
-            }
-        }
-    }
-    for device in &config.devices {
-        let Some(p) = profiles.get(&device.profile) else {
-            continue;
-        };
-        let gatt = matches!(p.decode, profile::DecodeSpec::Gatt(_));
-        let mismatch = match device.transport {
-            config::DeviceTransport::Ble(_) if !gatt => Some((
-                format!("device \"{}\" is ble but profile \"{}\" is not a gatt profile", device.id, device.profile),
-                "use a profile with [decode] type = \"gatt\" (device-profiles/*-ble.toml)",
-            )),
-            config::DeviceTransport::Serial(_) | config::DeviceTransport::Mqtt(_) if gatt => Some((
-                format!("device \"{}\" is not ble but profile \"{}\" decodes Bluetooth LE characteristics", device.id, device.profile),
-                "set type = \"ble\", or pick a serial or MQTT profile",
-            )),
-            config::DeviceTransport::Serial(_) if p.frame == profile::FrameSpec::Message => Some((
-                format!("device \"{}\" is serial but profile \"{}\" frames whole MQTT messages", device.id, device.profile),
-                "use a profile with a byte-stream framing (line, stx_etx, header, ...) or make the device type = \"mqtt\"",
-            )),
-            _ => None,
-        };
-        if let Some((message, fix)) = mismatch {
-            problems.push(Problem {
-                file: path.to_path_buf(),
-                line: config::device_line(&text, &device.id),
-                message,
-                fix: fix.into(),
-            });
-        }
-    }
-    if problems.is_empty() {
-        Ok((config, profiles))
-    } else {
-        Err(problems)
-    }
+    config::load_with_profiles(path)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
