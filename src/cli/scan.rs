@@ -120,7 +120,7 @@ fn catalogue(config_path: &Path) -> Vec<Profile> {
         .collect(),
     };
     let mut seen = std::collections::HashSet::new();
-    super::load_profiles(&dirs)
+    super::profile::load_profiles(&dirs)
         .unwrap_or_default()
         .into_iter()
         .filter_map(Result::ok)
