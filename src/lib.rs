@@ -38,6 +38,7 @@ pub mod sim;
 pub mod source;
 pub mod status;
 pub mod units;
+pub mod usb;
 pub mod uplink;
 pub mod vocabulary;
 pub mod watchdog;

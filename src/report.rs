@@ -68,7 +68,10 @@ pub fn serve(
                     uplink_connected: stats
                         .uplink_connected
                         .load(std::sync::atomic::Ordering::Relaxed),
-                    health: health(&stats, &outbox),
+                    health: health(
+                        &stats,
+                        outbox.lock().unwrap_or_else(|p| p.into_inner()).waiting(),
+                    ),
                 };
                 let (body, content_type, code) = match request.url() {
                     "/status" => (

@@ -197,12 +197,9 @@ pub struct Health {
     pub counters: Snapshot,
 }
 
-/// The gateway's figures now.
-pub fn health(stats: &Stats, outbox: &Mutex<crate::outbox::Outbox>) -> Health {
-    let (unacknowledged, oldest) = {
-        let outbox = outbox.lock().unwrap_or_else(|p| p.into_inner());
-        (outbox.pending(), outbox.oldest_age_ms())
-    };
+/// The gateway's figures now, given what the buffer holds: records waiting
+/// for a PUBACK and the age of the oldest in ms (`Outbox::waiting`).
+pub fn health(stats: &Stats, (unacknowledged, oldest): (u64, Option<u64>)) -> Health {
     let last_ack = stats.last_ack_uptime_ms.load(Relaxed);
     Health {
         unacknowledged,

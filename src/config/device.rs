@@ -9,7 +9,7 @@ use super::{
     SerialSettings,
 };
 use crate::problem::{Problem, SourceText};
-use crate::source::usb::UsbId;
+use crate::usb::UsbId;
 
 /// Validates every device that could be read; `lan_written` tells whether
 /// the file has a `[lan]` section (MQTT devices need one).

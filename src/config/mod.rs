@@ -35,7 +35,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::problem::{Problem, SourceText};
-use crate::source::usb::UsbId;
+use crate::usb::UsbId;
 
 pub use profiles::{check_profiles, find_profiles, load_with_profiles};
 
@@ -190,7 +190,7 @@ impl PortRef {
     pub fn resolve(&self) -> Option<PathBuf> {
         match self {
             PortRef::Path(p) => Some(p.clone()),
-            PortRef::Usb(id) => crate::source::usb::find(Path::new("/sys"), Path::new("/dev"), id),
+            PortRef::Usb(id) => crate::usb::find(Path::new("/sys"), Path::new("/dev"), id),
         }
     }
 }

@@ -548,6 +548,11 @@ impl Outbox {
         self.meta.capacity
     }
 
+    /// Records waiting for a PUBACK, and the age of the oldest in ms.
+    pub fn waiting(&self) -> (u64, Option<u64>) {
+        (self.pending(), self.oldest_age_ms())
+    }
+
     /// Age of the oldest unacknowledged record, when it is from this boot.
     pub fn oldest_age_ms(&self) -> Option<u64> {
         let oldest = (self.meta.tail..self.meta.head).find(|s| !self.acked.contains(s))?;

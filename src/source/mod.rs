@@ -12,7 +12,6 @@ pub mod bluez;
 pub mod mqtt;
 pub mod poll;
 pub mod serial;
-pub mod usb;
 
 pub use crate::backoff::Backoff;
 

@@ -248,7 +248,8 @@ impl Uplink {
 
     /// The gateway's figures for the status topic.
     pub fn health(&self) -> Health {
-        crate::status::health(&self.stats, &self.outbox)
+        let waiting = self.lock().waiting();
+        crate::status::health(&self.stats, waiting)
     }
 
     /// Releases the records of one PUBACK in the outbox.
