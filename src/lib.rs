@@ -1,25 +1,33 @@
 //! fitedge: an edge gateway for physique-monitoring stations.
 //!
-//! Readings flow through one pipeline:
+//! Readings flow through one pipeline; each stage is a module, and none
+//! imports a stage after it:
 //!
 //! ```text
-//! source (serial) -> profile (frame, decode, normalize) -> outbox (sled) -> uplink (MQTT)
+//! source -> profile / gatt (frame, decode) -> normalize -> writer -> outbox -> uplink
 //! ```
 //!
-//! - [`config`]: the config file, parsed and validated with line numbers.
-//! - [`source`]: device I/O; one task per device.
-//! - [`profile`]: the declarative device profiles (TOML) and their decoders.
-//! - [`codec`]: byte-level reads, checksums and hex shared by every decoder.
-//! - [`record`]: the record, the type every later stage shares.
-//! - [`outbox`]: the durable ring of records awaiting PUBACK.
-//! - [`uplink`]: the MQTT forwarder to the platform.
-//! - [`gateway`]: wires the stages together and runs them.
+//! - [`config`]: the config file, read section by section and checked in
+//!   stages (sections, the files it names, each device's profile).
+//! - [`gateway`]: [`gateway::run`] builds the stages, waits for shutdown,
+//!   drains them in order.
+//! - [`source`]: device I/O (serial, LAN MQTT, Bluetooth LE); every source
+//!   hands over through `DeviceContext::emit` and `reject`.
+//! - [`profile`]: declarative device profiles (TOML) and their decoders;
+//!   [`gatt`]: built-in codecs for standard BLE characteristics;
+//!   [`codec`]: the byte-level reads both use.
 //! - [`normalize`]: the one place a device's number becomes a reading.
-//! - [`vocabulary`], [`units`]: canonical metrics and unit conversion.
-//! - [`status`], [`report`]: counters, the heartbeat and the localhost
-//!   status endpoint; [`clock`], [`problem`]: time, user-facing errors.
+//! - [`writer`]: makes records durable in the [`outbox`], the sled ring.
+//! - [`uplink`]: forwards the outbox to the platform: a pure session
+//!   ([`uplink::state`]), payload encoders ([`uplink::payload`]), rumqttc I/O.
+//! - [`record`]: the types that flow between the stages.
+//! - [`watchdog`], [`status`], [`report`]: systemd's watchdog, counters,
+//!   the heartbeat and the localhost status endpoint.
+//! - [`vocabulary`], [`units`]: canonical metrics and unit conversion;
+//!   [`clock`], [`backoff`], [`usb`], [`problem`]: time, retries, USB port
+//!   lookup, user-facing errors.
 //! - [`sim`], [`broker`]: simulated instruments and an embedded broker for
-//!   the demo and the tests.
+//!   the demo, the LAN side and the tests.
 
 pub mod backoff;
 pub mod cli;
@@ -38,8 +46,8 @@ pub mod sim;
 pub mod source;
 pub mod status;
 pub mod units;
-pub mod usb;
 pub mod uplink;
+pub mod usb;
 pub mod vocabulary;
 pub mod watchdog;
 pub mod writer;

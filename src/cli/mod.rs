@@ -68,7 +68,7 @@ pub enum Command {
     Buffer(BufferCommand),
     /// Show a running gateway's uplink, buffer, devices and counters.
     Status {
-        /// The status endpoint (default: [status] listen of the config).
+        /// The status endpoint (default: `[status] listen` of the config).
         #[arg(long)]
         address: Option<std::net::SocketAddr>,
         #[arg(long, default_value = config::DEFAULT_PATH)]
