@@ -1,7 +1,7 @@
 //! fitedge: an edge gateway for physique-monitoring stations.
 //!
-//! Readings flow through one pipeline; each stage is a module, and none
-//! imports a stage after it:
+//! Readings flow through one pipeline, each stage a module; `cli` and
+//! `gateway` wire the stages, and no stage imports either of them:
 //!
 //! ```text
 //! source -> profile / gatt (frame, decode) -> normalize -> writer -> outbox -> uplink

@@ -301,8 +301,8 @@ fn a_malformed_storm_does_not_stop_good_devices_and_memory_stays_bounded() {
         "memory grew from {rss_before} kB to {rss_after} kB"
     );
     assert!(
-        rejected_lines <= 10,
-        "rejections are logged rate-limited, not one line each ({rejected_lines})"
+        (1..=10).contains(&rejected_lines),
+        "rejections are logged, rate-limited, not one line each ({rejected_lines})"
     );
     assert!(
         log.contains("MQTT message from no configured device"),

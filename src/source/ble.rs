@@ -552,6 +552,7 @@ async fn deliver(
             error: &format!("characteristic {short:04X}: {e}"),
             raw: value,
             corrupt: true,
+            routine: false,
             at: None,
         }),
     }

@@ -62,6 +62,10 @@ pub struct Rejection<'a> {
     /// Corrupt (counted as bad, kept as the device's last error) rather than
     /// simply not for this profile (counted as ignored).
     pub corrupt: bool,
+    /// Frames a link carries as a matter of course that are not for this
+    /// profile (other record types on a serial stream): when not corrupt,
+    /// logged at debug only. Elsewhere an undecodable message is news.
+    pub routine: bool,
     /// Where it came from, when a device has several places (a topic, a
     /// characteristic).
     pub at: Option<&'a str>,
@@ -107,6 +111,7 @@ impl DeviceContext {
                     error: &failure.error,
                     raw: &failure.raw,
                     corrupt: failure.corrupt,
+                    routine: true,
                     at: None,
                 }),
             }
@@ -141,17 +146,21 @@ impl DeviceContext {
     }
 
     /// The one place a source reports what did not decode: counts it (bad
-    /// or ignored) and logs it, at most once per [`REJECT_LOG_EVERY`] with
-    /// a count of what was left out.
+    /// or ignored) and logs it. Warnings come at most once per
+    /// [`REJECT_LOG_EVERY`] with a count of what was left out; a routine
+    /// ignored frame is logged at debug only.
     pub fn reject(&self, rejection: Rejection<'_>) {
         let shown = &rejection.raw[..rejection.raw.len().min(MAX_LOGGED_BYTES)];
-        if !rejection.corrupt {
+        if rejection.corrupt {
+            self.stats.frames_bad.fetch_add(1, Relaxed);
+            self.stats.set_error(rejection.error);
+        } else {
             self.stats.frames_ignored.fetch_add(1, Relaxed);
-            debug!(message = "Frame ignored.", reason = %rejection.error, at = rejection.at, hex = %hex(shown));
-            return;
+            if rejection.routine {
+                debug!(message = "Frame ignored.", reason = %rejection.error, at = rejection.at, hex = %hex(shown));
+                return;
+            }
         }
-        self.stats.frames_bad.fetch_add(1, Relaxed);
-        self.stats.set_error(rejection.error);
         let allowed = self
             .reject_log
             .lock()
@@ -268,6 +277,7 @@ mod tests {
                 error: &format!("bad checksum {n}"),
                 raw: &[0x02, 0x41, 0x03],
                 corrupt: true,
+                routine: false,
                 at: Some("bands/07"),
             });
         }
@@ -275,18 +285,26 @@ mod tests {
             error: "not for this profile",
             raw: b"x",
             corrupt: false,
+            routine: true,
             at: None,
         });
+        ctx.reject(Rejection {
+            error: "no field matched",
+            raw: b"{}",
+            corrupt: false,
+            routine: false,
+            at: Some("bands/07"),
+        });
         assert_eq!(ctx.stats.frames_bad.load(Relaxed), 3);
-        assert_eq!(ctx.stats.frames_ignored.load(Relaxed), 1);
+        assert_eq!(ctx.stats.frames_ignored.load(Relaxed), 2);
         assert_eq!(
             ctx.stats.last_error.lock().unwrap().as_deref(),
             Some("bad checksum 2")
         );
         assert_eq!(
             ctx.reject_log.lock().unwrap().suppressed,
-            2,
-            "one line logged, two left out and counted"
+            3,
+            "one line logged; two bad and one unexpected left out and counted, the routine one not"
         );
     }
 

@@ -154,6 +154,7 @@ impl Router {
                     error: &failure.error,
                     raw: payload,
                     corrupt: failure.corrupt,
+                    routine: false,
                     at: Some(topic),
                 });
                 Routing::Dropped

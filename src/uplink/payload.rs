@@ -165,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn json_records_are_the_stored_record_byte_for_byte_on_the_device_topic() {
+    fn json_records_go_one_per_publish_on_their_device_topic() {
         let records = [stored(4, "grip-1", 5_000), stored(5, "scale-2", 5_000)];
         let out = JsonRecords.encode(&records, &topics(), &unsynced_clock());
         assert_eq!(out.len(), 2);
@@ -173,10 +173,50 @@ mod tests {
         assert_eq!(out[1].topic, "fitedge/site-a/gw-1/records/scale-2");
         assert_eq!(out[0].seqs, vec![4]);
         assert_eq!(out[1].seqs, vec![5]);
+    }
+
+    #[test]
+    fn a_published_record_is_byte_for_byte_what_the_outbox_stored() {
+        use crate::config::FullPolicy;
+        use crate::outbox::{export, Outbox, OutboxOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let options = OutboxOptions {
+            max_records: 16,
+            max_record_bytes: 4096,
+            full_policy: FullPolicy::DropOldest,
+            cache_bytes: 1 << 20,
+            max_bytes: None,
+            max_age: None,
+        };
+        let mut record = stored(0, "treadmill-1", 5_000).record;
+        record.clock_synced = true;
+        // Numbers whose shortest form a lossy float parse would change.
+        for (i, raw) in [99_999.0, 12_345.0, 777.0].iter().enumerate() {
+            record
+                .attributes
+                .insert(format!("a{i}"), serde_json::json!(raw * 0.1));
+        }
+        record.values.push(crate::record::Reading {
+            metric: "activity.distance".into(),
+            value: 9_999.900_000_000_001,
+            unit: "m".into(),
+            quality: crate::record::Quality::Ok,
+            source_value: Some(0.1 + 0.2),
+            source_unit: None,
+        });
+        let payload = {
+            let mut outbox = Outbox::open(dir.path(), options).unwrap();
+            outbox.append(&mut [record]).unwrap();
+            let read = outbox.read(0, 1).unwrap();
+            let mut out = JsonRecords.encode(&read, &topics(), &SendClock::now());
+            out.remove(0).payload
+        };
+        let mut exported = Vec::new();
+        export(dir.path(), &mut exported).unwrap();
         assert_eq!(
-            out[1].payload,
-            serde_json::to_vec(&records[1].record).unwrap(),
-            "what the outbox stored, unchanged"
+            String::from_utf8(payload).unwrap(),
+            String::from_utf8(exported).unwrap().trim_end(),
+            "the stored JSON, unchanged"
         );
     }
 
