@@ -9,6 +9,8 @@ mod profile;
 mod scan;
 mod status;
 
+pub use daemon::shutdown_signal;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -192,10 +194,10 @@ pub fn load(path: &Path) -> Result<(Config, HashMap<String, Profile>), Vec<Probl
     config::load_with_profiles(path)
 }
 
+/// The multi-threaded runtime the daemon and the tools that do I/O run on.
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
 }
 
-pub use daemon::shutdown_signal;

@@ -18,7 +18,7 @@ mod slot;
 
 pub use inspect::{disk_usage, export, inspect, Report};
 pub use slot::FORMAT_VERSION;
-use slot::{decode_slot, encode_slot, record_bytes, slot_key, Meta, META_KEY};
+use slot::{decode_slot, encode_slot, slot_key, split_slot, Meta, META_KEY};
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -284,13 +284,14 @@ impl Outbox {
         outcome.expired = self.expire(&mut meta, &mut acked, &now)?;
         for record in records.iter_mut() {
             record.seq = meta.head;
-            let slot = encode_slot(record, &now)
-                .map(|slot| (record_bytes(&slot, record), slot))
-                .filter(|(size, _)| *size <= self.options.max_record_bytes);
-            let Some((size, slot)) = slot else {
+            let encoded = encode_slot(record, &now);
+            let bytes = encoded.as_ref().map_or(0, |(_, size)| *size);
+            let Some((slot, size)) =
+                encoded.filter(|(_, size)| *size <= self.options.max_record_bytes)
+            else {
                 warn!(
                     message = "Record too large for the buffer; refused.",
-                    bytes = serde_json::to_vec(record).map_or(0, |j| j.len()),
+                    bytes,
                     limit = self.options.max_record_bytes,
                     device = %record.device_id,
                     stage = "buffer"
@@ -432,8 +433,8 @@ impl Outbox {
                 continue;
             }
             // An unreadable slot is dropped here rather than blocking every append.
-            let age = match self.read_slot_with(meta, meta.tail) {
-                Ok(stored) => stored.stamp.elapsed_until(now),
+            let age = match self.read_stamp(meta, meta.tail) {
+                Ok(stamp) => stamp.elapsed_until(now),
                 Err(OutboxError::Corrupt { .. }) => Some(u64::MAX),
                 Err(e) => return Err(e),
             };
@@ -466,17 +467,30 @@ impl Outbox {
     }
 
     fn read_slot_with(&self, meta: &Meta, seq: u64) -> Result<Stored, OutboxError> {
-        let corrupt = |detail: String| OutboxError::Corrupt {
+        let value = self.slot(meta, seq)?;
+        decode_slot(seq, &value).map_err(|detail| self.corrupt(seq, detail))
+    }
+
+    /// When record `seq` was accepted, from its slot's header alone.
+    fn read_stamp(&self, meta: &Meta, seq: u64) -> Result<Stamp, OutboxError> {
+        let value = self.slot(meta, seq)?;
+        let (stamp, _) = split_slot(seq, &value).map_err(|detail| self.corrupt(seq, detail))?;
+        Ok(stamp)
+    }
+
+    fn slot(&self, meta: &Meta, seq: u64) -> Result<sled::IVec, OutboxError> {
+        self.db
+            .get(slot_key(seq, meta.capacity))
+            .map_err(|source| self.sled_error(source))?
+            .ok_or_else(|| self.corrupt(seq, "nothing".into()))
+    }
+
+    fn corrupt(&self, seq: u64, detail: String) -> OutboxError {
+        OutboxError::Corrupt {
             path: self.path.clone(),
             seq,
             detail,
-        };
-        let value = self
-            .db
-            .get(slot_key(seq, meta.capacity))
-            .map_err(|source| self.sled_error(source))?
-            .ok_or_else(|| corrupt("nothing".into()))?;
-        decode_slot(seq, &value).map_err(corrupt)
+        }
     }
 
     /// Releases record `seq` after its PUBACK. Acknowledging twice, or a
@@ -556,9 +570,8 @@ impl Outbox {
     /// Age of the oldest unacknowledged record, when it is from this boot.
     pub fn oldest_age_ms(&self) -> Option<u64> {
         let oldest = (self.meta.tail..self.meta.head).find(|s| !self.acked.contains(s))?;
-        self.read_slot_with(&self.meta, oldest)
+        self.read_stamp(&self.meta, oldest)
             .ok()?
-            .stamp
             .elapsed_until(&Stamp::now())
     }
 }

@@ -78,9 +78,10 @@ pub(super) fn slot_key(seq: u64, capacity: u64) -> [u8; 8] {
     (seq % capacity).to_be_bytes()
 }
 
-/// The slot for a record: its header, then the record's JSON. `None` when
-/// the record cannot be stored (no JSON, a device id over 255 bytes).
-pub(super) fn encode_slot(record: &Record, stamp: &Stamp) -> Option<Vec<u8>> {
+/// The slot for a record (its header, then the record's JSON) and the size
+/// of that JSON, which `max_record_bytes` limits. `None` when the record
+/// cannot be stored (no JSON, a device id over 255 bytes).
+pub(super) fn encode_slot(record: &Record, stamp: &Stamp) -> Option<(Vec<u8>, usize)> {
     let json = serde_json::to_vec(record).ok()?;
     let id = record.device_id.as_bytes();
     let id_len = u8::try_from(id.len()).ok()?;
@@ -91,12 +92,7 @@ pub(super) fn encode_slot(record: &Record, stamp: &Stamp) -> Option<Vec<u8>> {
     value.push(id_len);
     value.extend_from_slice(id);
     value.extend_from_slice(&json);
-    Some(value)
-}
-
-/// Bytes of the record itself in a slot (what `max_record_bytes` limits).
-pub(super) fn record_bytes(slot: &[u8], record: &Record) -> usize {
-    slot.len() - HEADER - record.device_id.len()
+    Some((value, json.len()))
 }
 
 /// The header of slot `seq` and its record's JSON, not yet parsed.

@@ -254,3 +254,31 @@ fn slots_carry_the_boot_clock_and_inspection_reads_them() {
         .collect();
     assert_eq!(lines.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
 }
+
+#[test]
+fn a_slot_whose_record_is_unreadable_or_misnumbered_reads_as_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+    o.append(&mut records(2)).unwrap();
+    let slot = |seq: u64| o.db.get(slot_key(seq, 16)).unwrap().unwrap().to_vec();
+    let good = slot(0);
+    let json = serde_json::to_vec(&o.read(0, 1).unwrap()[0].record).unwrap();
+    let header_len = good.len() - json.len();
+    // Slot 0 keeps its header but holds broken JSON; slot 1 holds record 0.
+    let mut broken = good[..header_len].to_vec();
+    broken.extend_from_slice(b"{\"schema\":");
+    let mut misnumbered = slot(1)[..header_len].to_vec();
+    misnumbered.extend_from_slice(&good[header_len..]);
+    o.db.insert(slot_key(0, 16), broken).unwrap();
+    o.db.insert(slot_key(1, 16), misnumbered).unwrap();
+    for seq in [0, 1] {
+        assert!(
+            matches!(o.read(seq, 1), Err(OutboxError::Corrupt { seq: s, .. }) if s == seq),
+            "slot {seq}"
+        );
+    }
+    assert!(
+        o.oldest_age_ms().is_some(),
+        "the age comes from the header alone"
+    );
+}

@@ -298,11 +298,11 @@ impl Uplink {
                 .store(crate::clock::uptime_ms(), Relaxed);
         }
         let clock = SendClock::now();
-        let reads = session.live_reads();
-        if reads.room == 0 {
+        let room = session.room();
+        if room == 0 {
             return true;
         }
-        let live = match self.lock().read(reads.live_from, reads.room) {
+        let live = match self.lock().read(session.live_from(), room) {
             Ok(batch) => batch,
             Err(e) => {
                 self.read_failed(e);

@@ -37,13 +37,6 @@ pub struct Reconnect {
     pub forget_unsent: bool,
 }
 
-/// The live records a fill may read: at most `room`, from `live_from` on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reads {
-    pub room: usize,
-    pub live_from: u64,
-}
-
 #[derive(Debug)]
 pub struct Session {
     window: usize,
@@ -127,12 +120,9 @@ impl Session {
         self.live_next = head;
     }
 
-    /// The live records to read now: from where, and how many at most.
-    pub fn live_reads(&self) -> Reads {
-        Reads {
-            room: self.room(),
-            live_from: self.live_next,
-        }
+    /// The first record the live lane has not published.
+    pub fn live_from(&self) -> u64 {
+        self.live_next
     }
 
     /// The backlog range to read now, at most `want` records as the pace

@@ -106,10 +106,10 @@ fn the_backlog_goes_at_its_pace_beside_the_live_lane() {
     );
     s.queued(vec![0, 1, 2, 3, 4], Lane::Backlog);
     assert_eq!(s.backlog_next, 5);
-    assert_eq!(s.live_reads().live_from, 100, "live starts at the head");
+    assert_eq!(s.live_from(), 100, "live starts at the head");
     s.queued(vec![100], Lane::Live);
     assert_eq!(
-        (s.live_reads().live_from, s.backlog_next),
+        (s.live_from(), s.backlog_next),
         (101, 5),
         "the lanes move apart"
     );
@@ -196,7 +196,7 @@ fn a_publish_carrying_several_records_releases_them_all_on_its_puback() {
         s.queued(publish.seqs.clone(), Lane::Live);
     }
     assert_eq!((s.in_flight(), s.records_in_flight()), (2, 5));
-    assert_eq!(s.live_reads().live_from, 5);
+    assert_eq!(s.live_from(), 5);
     s.sent(1);
     s.sent(2);
     assert_eq!(s.acked(2), vec![3, 4]);
