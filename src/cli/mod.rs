@@ -200,4 +200,3 @@ pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
 }
-
