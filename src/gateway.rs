@@ -10,8 +10,8 @@
 //! ```
 //! This is the only place that creates channels. [`Stages`] holds every
 //! running stage, each field saying why it exists. A stage between the
-//! sources and the writer (a station-session binder, a de-duplicator) takes
-//! the receiver the writer would take and gives the writer its own: one more
+//! sources and the writer (the station binder, a de-duplicator) takes the
+//! receiver the writer would take and gives the writer its own: one more
 //! field and one more task in [`Stages::start`]. Shutdown stops the sources
 //! first, lets the writer make everything they sent durable, then gives the
 //! uplink a moment to collect outstanding PUBACKs.
@@ -29,7 +29,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::{Config, DeviceTransport};
 use crate::outbox::{Outbox, OutboxError, OutboxOptions};
-use crate::profile::Profile;
+use crate::profile::{DecodeContext, Profile};
 use crate::record::{Incoming, Origin, Transport};
 use crate::source::{self, DeviceContext};
 use crate::status::{Snapshot, Stats};
@@ -86,6 +86,10 @@ struct Stages {
     /// A sender of the sources' channel, held until shutdown so the writer
     /// (and the watchdog's view of it) stays up with no device configured.
     records: mpsc::Sender<Incoming>,
+    /// Sources -> binder -> writer, when the config has stations: ties
+    /// readings to the session open on their station. Ends once every
+    /// source has stopped, saving the open sessions.
+    binder: Option<JoinHandle<()>>,
     /// Sources -> outbox: batches, fsyncs, retries and rebuilds. Ends once
     /// every sender is gone and everything sent is durable.
     writer: JoinHandle<()>,
@@ -134,8 +138,25 @@ impl Stages {
     ) -> Result<Stages, GatewayError> {
         let stats = handle.stats.clone();
         let outbox = Arc::new(Mutex::new(outbox));
-        // Sources -> writer. Closing: every source has stopped.
-        let (records, to_writer) = mpsc::channel::<Incoming>(RECORD_QUEUE);
+        // Sources -> writer (by way of the binder when there are stations).
+        // Closing: every source (and the binder) has stopped.
+        let (records, from_sources) = mpsc::channel::<Incoming>(RECORD_QUEUE);
+        let (binder, to_writer) = if config.stations.is_empty() {
+            (None, from_sources)
+        } else {
+            let (bound, to_writer) = mpsc::channel::<Incoming>(RECORD_QUEUE);
+            let task = crate::station::run(
+                config.stations.clone(),
+                crate::station::state_path(&config.buffer.dir),
+                from_sources,
+                bound,
+                stats.clone(),
+            );
+            (
+                Some(tokio::spawn(task.instrument(info_span!("stations")))),
+                to_writer,
+            )
+        };
         // Writer -> uplink: the outbox head after each durable batch.
         // Closing: the writer has made everything durable and stopped.
         let (head_tx, head_rx) = watch::channel(0u64);
@@ -203,6 +224,7 @@ impl Stages {
             sources,
             stop_sources,
             records,
+            binder,
             writer,
             uplink,
             stop_uplink,
@@ -222,6 +244,11 @@ impl Stages {
         self.watchdog.abort();
         while self.sources.join_next().await.is_some() {}
         drop(self.records);
+        if let Some(binder) = self.binder {
+            if let Err(e) = binder.await {
+                error!(message = "Station binder task failed.", error = %e);
+            }
+        }
         if let Err(e) = self.writer.await {
             error!(message = "Writer task failed.", error = %e);
         }
@@ -279,8 +306,9 @@ fn spawn_sources(
             DeviceTransport::Serial(_) => Transport::Serial,
             DeviceTransport::Mqtt(_) => Transport::Mqtt,
             DeviceTransport::Ble(_) => Transport::Ble,
+            DeviceTransport::Input(_) => Transport::Input,
         };
-        let ctx = DeviceContext::new(
+        let mut ctx = DeviceContext::new(
             Origin {
                 gateway_id: config.gateway_id.clone(),
                 site_id: config.site_id.clone(),
@@ -289,9 +317,17 @@ fn spawn_sources(
                 transport,
             },
             profile_rx,
+            DecodeContext {
+                keys: config.identity.clone(),
+            },
             stats.device(&device.id),
             records.clone(),
         );
+        ctx.in_station = config.stations.iter().any(|s| {
+            [&s.devices, &s.readers, &s.operators]
+                .iter()
+                .any(|list| list.contains(&device.id))
+        });
         match &device.transport {
             DeviceTransport::Serial(settings) => {
                 let span = info_span!("device", id = %device.id, transport = "serial");
@@ -306,6 +342,10 @@ fn spawn_sources(
                     .or_else(|| profile.matcher.mqtt_topic.clone())
                     .unwrap_or_else(|| format!("{}/#", device.id));
                 mqtt_devices.push(source::mqtt::MqttDevice { ctx, filter });
+            }
+            DeviceTransport::Input(path) => {
+                let span = info_span!("device", id = %device.id, transport = "input");
+                sources.spawn(source::input::run(ctx, path.clone(), stop.clone()).instrument(span));
             }
             DeviceTransport::Ble(settings) => {
                 ble_devices.push(source::ble::BleDevice {

@@ -18,6 +18,8 @@ pub enum Transport {
     Serial,
     Ble,
     Mqtt,
+    /// A keyboard-wedge scanner on an evdev input device.
+    Input,
 }
 
 impl std::fmt::Display for Transport {
@@ -26,6 +28,7 @@ impl std::fmt::Display for Transport {
             Transport::Serial => "serial",
             Transport::Ble => "ble",
             Transport::Mqtt => "mqtt",
+            Transport::Input => "input",
         })
     }
 }
@@ -71,9 +74,29 @@ pub struct Record {
     pub device_id: String,
     pub profile_id: String,
     pub transport: Transport,
-    /// Who was measured, when the station knows.
+    /// Who was measured, when known: a keyed pseudonym (`psn1:` and 64 hex
+    /// digits), never the id itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_ref: Option<String>,
+    /// The same subject under the previous site key, during a key
+    /// changeover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_ref_previous: Option<String>,
+    /// The station the device belongs to, when it belongs to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub station_id: Option<String>,
+    /// The station session the record belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// How a station device's reading got its subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<Binding>,
+    /// The operator who ran the station (pseudonym), when one checked in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_ref: Option<String>,
+    /// On the records that open and close a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionEvent>,
     /// The device's own timestamp, when the frame carries one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_time: Option<String>,
@@ -94,6 +117,69 @@ pub struct Record {
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
+/// How a reading from a station's device got its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binding {
+    /// From the session open on the station.
+    Session,
+    /// The device sent its own subject id.
+    Device,
+    /// No session was open: kept, with no subject.
+    Unbound,
+}
+
+/// A session opening or closing, as carried by its record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEvent {
+    pub event: SessionEventKind,
+    /// When the session opened (RFC 3339 UTC).
+    pub opened_at: String,
+    /// Why it closed (close records only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<CloseReason>,
+    /// Readings bound to the session (close records only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readings: Option<u64>,
+    /// For a rejected scan: what was wrong and the scan's fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEventKind {
+    Open,
+    Close,
+}
+
+/// Why a session closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The next person was scanned.
+    NextScan,
+    /// The reader sent its end-of-session frame.
+    EndEvent,
+    /// Nothing arrived for the station's idle timeout.
+    IdleTimeout,
+    /// A scan failed its check: the next readings are not this person's.
+    RejectedScan,
+}
+
+/// What a frame says about a station's session rather than a measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StationEvent {
+    /// The profile's end-of-session frame.
+    EndSession,
+    /// A scan whose id failed its check: the problem's code and the scan's
+    /// keyed fingerprint.
+    ScanRejected {
+        problem: &'static str,
+        fingerprint: String,
+    },
+}
+
 /// The decoded content of one frame, before the gateway stamps it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Measurement {
@@ -102,8 +188,11 @@ pub struct Measurement {
     /// The device behind a hub that sent it, when the profile says.
     pub device: Option<String>,
     pub subject_ref: Option<String>,
+    pub subject_ref_previous: Option<String>,
     pub device_time: Option<String>,
     pub attributes: BTreeMap<String, serde_json::Value>,
+    /// Set on frames that open no measurement but steer a session.
+    pub event: Option<StationEvent>,
 }
 
 /// A record on its way from a source to the outbox writer. `durable` is
@@ -114,6 +203,9 @@ pub struct Measurement {
 pub struct Incoming {
     pub record: Record,
     pub durable: Option<tokio::sync::oneshot::Sender<()>>,
+    /// What the frame says about its station's session, for the binder;
+    /// only devices in a station send one.
+    pub event: Option<StationEvent>,
 }
 
 impl From<Record> for Incoming {
@@ -121,12 +213,13 @@ impl From<Record> for Incoming {
         Incoming {
             record,
             durable: None,
+            event: None,
         }
     }
 }
 
 /// Who produced a record: the fields every record from one device shares.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Origin {
     pub gateway_id: String,
     pub site_id: String,
@@ -149,6 +242,12 @@ impl Record {
             profile_id: origin.profile_id.clone(),
             transport: origin.transport,
             subject_ref: measurement.subject_ref,
+            subject_ref_previous: measurement.subject_ref_previous,
+            station_id: None,
+            session_id: None,
+            binding: None,
+            operator_ref: None,
+            session: None,
             device_time: measurement.device_time,
             received_at: crate::clock::now_rfc3339(),
             clock_synced: crate::clock::is_synchronized(),

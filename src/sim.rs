@@ -118,7 +118,51 @@ pub struct SimFrame {
     pub values: Vec<(&'static str, f64)>,
 }
 
+/// Made-up resident ID numbers (valid check digits, real regions and
+/// birth dates, no real person) for the simulated station's scanner.
+pub fn resident_ids() -> Vec<String> {
+    use crate::identity::check::make_cn_resident_id;
+    [
+        ("330106", "19880512", "317"),
+        ("110105", "19710203", "046"),
+        ("440305", "20010919", "582"),
+        ("510107", "19650730", "129"),
+    ]
+    .iter()
+    .map(|(region, birth, seq)| make_cn_resident_id(region, birth, seq))
+    .collect()
+}
+
+/// What the simulated scanner sends for `id`: the number and CR.
+pub fn scan_frame(id: &str) -> Vec<u8> {
+    format!("{id}\r").into_bytes()
+}
+
 impl Instrument {
+    /// The `n`-th frame with no subject id (the station's session says
+    /// who): keyed in what arrives by its values.
+    pub fn anonymous_frame(self, rng: &mut fastrand::Rng) -> SimFrame {
+        let mut frame = self.frame(0, rng);
+        frame.subject.clear();
+        let text = String::from_utf8_lossy(&frame.bytes).into_owned();
+        frame.bytes = match self {
+            Instrument::HeightWeight => text.replacen("ID=S00000;", "", 1).into_bytes(),
+            Instrument::Grip => {
+                let mut bytes = text.replacen("S00000", "", 1).into_bytes();
+                let n = bytes.len();
+                bytes[n - 1] = bytes[1..n - 1].iter().fold(0u8, |a, b| a ^ b);
+                bytes
+            }
+        };
+        frame.key = frame
+            .values
+            .iter()
+            .map(|(m, v)| format!("{m}={v}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        frame
+    }
+
     /// The profile id that decodes this instrument.
     pub fn profile_id(self) -> &'static str {
         match self {
@@ -177,6 +221,30 @@ mod tests {
         let mut buf = [0u8; 7];
         slave.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"A=1\r\n\x02\x03");
+    }
+
+    #[test]
+    fn anonymous_frames_have_no_id_and_a_valid_bcc() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let hw = Instrument::HeightWeight.anonymous_frame(&mut rng);
+        assert!(
+            hw.bytes.starts_with(b"HT="),
+            "{:?}",
+            String::from_utf8_lossy(&hw.bytes)
+        );
+        let grip = Instrument::Grip.anonymous_frame(&mut rng);
+        assert!(grip.bytes.starts_with(b"\x02GRP,,"));
+        let n = grip.bytes.len();
+        assert_eq!(
+            grip.bytes[n - 1],
+            grip.bytes[1..n - 1].iter().fold(0, |a, b| a ^ b)
+        );
+        for id in resident_ids() {
+            assert!(
+                crate::identity::check::cn_resident_id(&id, None).is_ok(),
+                "{id}"
+            );
+        }
     }
 
     #[test]

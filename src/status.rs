@@ -68,6 +68,12 @@ pub struct Stats {
     pub uplink_busy_since_ms: AtomicU64,
     /// LAN MQTT messages whose topic matched no device.
     pub lan_unmatched: AtomicU64,
+    /// Station sessions opened, open now, and scans that failed their check
+    /// while a session was open; readings kept with no session.
+    pub sessions_opened: AtomicU64,
+    pub sessions_open: AtomicU64,
+    pub scans_rejected: AtomicU64,
+    pub readings_unbound: AtomicU64,
     /// Recent times from a LAN message's arrival to its record being durable.
     lan_durable_ms: Mutex<std::collections::VecDeque<u64>>,
     /// Where an unreadable buffer was moved at start, if it was.
@@ -94,6 +100,14 @@ pub struct Snapshot {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffer_moved_aside: Option<String>,
     pub lan_unmatched: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sessions_opened: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sessions_open: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub scans_rejected: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub readings_unbound: u64,
     /// Median of the last 256 LAN messages' arrival-to-durable times.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lan_durable_ms_median: Option<u64>,
@@ -149,6 +163,10 @@ impl Stats {
             profile_reload_errors: self.profile_reload_errors.load(Relaxed),
             records_expired: self.records_expired.load(Relaxed),
             lan_unmatched: self.lan_unmatched.load(Relaxed),
+            sessions_opened: self.sessions_opened.load(Relaxed),
+            sessions_open: self.sessions_open.load(Relaxed),
+            scans_rejected: self.scans_rejected.load(Relaxed),
+            readings_unbound: self.readings_unbound.load(Relaxed),
             lan_durable_ms_median: self.lan_durable_ms.lock().ok().and_then(|samples| {
                 let mut sorted: Vec<u64> = samples.iter().copied().collect();
                 sorted.sort_unstable();

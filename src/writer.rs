@@ -203,6 +203,7 @@ mod tests {
             tx.send(Incoming {
                 record,
                 durable: Some(done),
+                event: None,
             })
             .await
             .unwrap();

@@ -56,6 +56,7 @@ fn the_shipped_example_config_is_valid_apart_from_its_paths() {
         );
     // The unit hands the password over as a systemd credential.
     std::fs::write(dir.path().join("upstream.password"), "secret\n").unwrap();
+    common::identity_section(dir.path());
     let config = dir.path().join("fitedge.toml");
     std::fs::write(&config, text).unwrap();
     let out = binary()
@@ -319,4 +320,123 @@ fn ble_devices_need_gatt_profiles_and_real_addresses() {
         stderr.contains("device \"strap-serial\" is not ble but profile \"heart-rate-strap-ble\" decodes Bluetooth LE characteristics"),
         "{stderr}"
     );
+}
+
+#[test]
+fn subjects_without_a_pseudonym_key_are_refused_and_so_is_an_open_key_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = one_serial_device(dir.path(), "height-weight-kv-line");
+    let with_key = std::fs::read_to_string(&config).unwrap();
+    let section = common::identity_section(dir.path());
+    std::fs::write(&config, with_key.replace(&section, "")).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("reads who is measured, but no pseudonym key is configured"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[identity] key_file"), "{stderr}");
+
+    std::fs::write(&config, &with_key).unwrap();
+    let key = dir.path().join("pseudonym.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78);
+    assert!(stderr.contains("readable by group or others"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", key.display())),
+        "{stderr}"
+    );
+    std::fs::write(&key, "\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78);
+    assert!(stderr.contains("it is empty"), "{stderr}");
+}
+
+#[test]
+fn station_problems_are_placed_at_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        1883,
+        &[
+            DeviceEntry {
+                id: "hw-1",
+                profile: "height-weight-kv-line",
+                port: Path::new("/dev/null"),
+            },
+            DeviceEntry {
+                id: "qr-1",
+                profile: "qr-scanner-resident-id-line",
+                port: Path::new("/dev/null"),
+            },
+        ],
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[[station]]\nid = \"a\"\ndevices = [\"hw-1\"]\nreaders = [\"qr-1\"]\n");
+    text.push_str(
+        "\n[[station]]\nid = \"b\"\ndevices = [\"hw-1\", \"ghost\"]\nreaders = [\"hw-1\"]\n",
+    );
+    std::fs::write(&config, &text).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 78, "{stderr}");
+    let at = |needle: &str, nth: usize| {
+        let line = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(needle))
+            .nth(nth)
+            .unwrap()
+            .0
+            + 1;
+        format!("fitedge.toml:{line}:")
+    };
+    let expected = [
+        (
+            at("devices = [\"hw-1\", \"ghost\"]", 0),
+            "device \"hw-1\" is already in station \"a\"",
+        ),
+        (
+            at("devices = [\"hw-1\", \"ghost\"]", 0),
+            "names device \"ghost\", which no [[device]] has",
+        ),
+        (
+            at("readers = [\"hw-1\"]", 0),
+            "device \"hw-1\" is already in station \"b\"",
+        ),
+    ];
+    for (line, message) in expected {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&line) && l.contains(message)),
+            "{line} {message} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_unkeyed_sha256_subject_is_refused_with_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    let qr =
+        std::fs::read_to_string(profiles_dir().join("qr-scanner-resident-id-line.toml")).unwrap();
+    let old = qr.replace(
+        "check = \"cn_resident_id\"",
+        "check = \"cn_resident_id\"\nhash = \"sha256\"",
+    );
+    std::fs::write(profiles.join("qr-scanner-resident-id-line.toml"), &old).unwrap();
+    let out = binary()
+        .args(["profile", "check"])
+        .arg(profiles.join("qr-scanner-resident-id-line.toml"))
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stderr.contains("hash = \"sha256\" is refused"), "{stderr}");
+    assert!(stderr.contains("keyed pseudonym"), "{stderr}");
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{broker, Daemon, Mosquitto, Platform};
+use common::{broker, psn, Daemon, Mosquitto, Platform};
 use rumqttc::{Client, ConnectionError, Event, MqttOptions, Packet, QoS};
 
 const HUB_USER: &str = "hr-hub-1";
@@ -162,7 +162,7 @@ fn a_band_hub_for_20_wearers_arrives_upstream_per_band() {
             .expect("the hub's own counter passes through");
         let (band, frame) = &sent[&seq];
         assert_eq!(r.device_id, format!("hr-hub-1.band-{band:02}"));
-        assert_eq!(r.subject_ref.as_deref(), Some(frame.subject.as_str()));
+        assert_eq!(r.subject_ref, Some(psn(&frame.subject)));
         assert_eq!(
             r.value("vital.heart_rate").unwrap().value,
             frame.values[0].1

@@ -170,7 +170,12 @@ fn reference_serial_vectors_decode_through_the_cli() {
                     String::from_utf8_lossy(&out.stderr)
                 );
                 let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                assert_eq!(json["subject_ref"], "S0001");
+                assert_eq!(
+                    json["subject_ref"],
+                    fitedge::identity::Keyring::for_tests()
+                        .pseudonym("S0001")
+                        .current
+                );
                 for (metric, value) in values {
                     let v = json["values"]
                         .as_array()

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{broker, write_config, DeviceEntry, Platform, GATEWAY, SITE};
+use common::{broker, psn, write_config, DeviceEntry, Platform, GATEWAY, SITE};
 use fitedge::gateway::{self, Handle};
 use fitedge::record::{Quality, Transport, SCHEMA};
 use fitedge::sim::{Instrument, Pty};
@@ -71,10 +71,10 @@ fn readings_from_two_instruments_arrive_intact_and_bad_frames_are_counted() {
     for n in 1..=20 {
         let f = Instrument::HeightWeight.frame(n, &mut rng);
         hw.write_frame(&f.bytes).unwrap();
-        sent.insert(("hw-1".to_string(), f.subject.clone()), f);
+        sent.insert(("hw-1".to_string(), psn(&f.subject)), f);
         let f = Instrument::Grip.frame(n, &mut rng);
         grip.write_frame(&f.bytes).unwrap();
-        sent.insert(("grip-1".to_string(), f.subject.clone()), f);
+        sent.insert(("grip-1".to_string(), psn(&f.subject)), f);
         if n == 5 {
             // Corrupted check byte, line noise, a garbled line, an implausible grip.
             grip.write_frame(
@@ -110,7 +110,7 @@ fn readings_from_two_instruments_arrive_intact_and_bad_frames_are_counted() {
         assert_eq!(r.id.len(), 26, "ULID");
         assert!(r.received_at.ends_with('Z'));
         let subject = r.subject_ref.clone().expect("subject");
-        if subject == "S9998" {
+        if subject == psn("S9998") {
             assert_eq!(r.values.len(), 1);
             assert_eq!(r.values[0].value, 180.0);
             assert_eq!(

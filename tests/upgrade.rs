@@ -133,7 +133,7 @@ fn write_format_fixture() {
         .map(|n| {
             let frame = fitedge::sim::Instrument::HeightWeight.frame(n, &mut rng);
             let m = profile
-                .decode_all(&frame.bytes, &Default::default())
+                .decode_all(&frame.bytes, &fitedge::profile::DecodeContext::for_tests())
                 .remove(0)
                 .unwrap();
             fitedge::record::Record::new(&origin, m)

@@ -200,7 +200,7 @@ fn live_readings_overtake_a_paced_backlog() {
     let live = |r: &common::Received| {
         r.records
             .iter()
-            .any(|r| r.subject_ref.as_deref() == Some("LIVE"))
+            .any(|r| r.subject_ref.as_deref() == Some(common::psn("LIVE").as_str()))
     };
     assert!(
         platform.wait_until(Duration::from_secs(5), live),
@@ -210,7 +210,7 @@ fn live_readings_overtake_a_paced_backlog() {
     let backlog_so_far = platform
         .records()
         .iter()
-        .filter(|r| r.subject_ref.as_deref() != Some("LIVE"))
+        .filter(|r| r.subject_ref.as_deref() != Some(common::psn("LIVE").as_str()))
         .count();
     println!("live lane: the new reading arrived while {backlog_so_far} of 200 backlog records had been delivered");
     assert!(
@@ -221,7 +221,7 @@ fn live_readings_overtake_a_paced_backlog() {
     assert!(platform.wait_until(Duration::from_secs(30), |r| r
         .records
         .iter()
-        .filter(|r| r.subject_ref.as_deref() != Some("LIVE"))
+        .filter(|r| r.subject_ref.as_deref() != Some(common::psn("LIVE").as_str()))
         .count()
         >= 200));
 }

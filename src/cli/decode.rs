@@ -49,7 +49,7 @@ pub(super) fn decode(args: DecodeArgs) -> ExitCode {
         eprintln!("fitedge decode: give --profile, or --gatt for a Bluetooth LE value");
         return ExitCode::from(EXIT_USAGE);
     };
-    let outcomes = profile.decode_all(&input, &Default::default());
+    let outcomes = profile.decode_all(&input, &crate::profile::DecodeContext::for_tests());
     if outcomes.is_empty() {
         eprintln!(
             "fitedge decode: the input holds no complete frame for profile {}",
@@ -73,11 +73,12 @@ pub(super) fn decode(args: DecodeArgs) -> ExitCode {
             }
             Err(f) => {
                 ok = false;
-                eprintln!(
-                    "fitedge decode: frame {} rejected: {}",
-                    codec::hex(&f.raw),
-                    f.error
-                );
+                // A frame that can name a person is not echoed back.
+                let shown = match profile.carries_subject() {
+                    true => "(not shown: it can hold an id)".to_string(),
+                    false => codec::hex(&f.raw),
+                };
+                eprintln!("fitedge decode: frame {shown} rejected: {}", f.error);
             }
         }
     }

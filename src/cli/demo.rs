@@ -18,9 +18,11 @@ use clap::Args;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use crate::config::{
-    Buffer, Config, Device, DeviceTransport, FullPolicy, Parity, PortRef, SerialSettings, Upstream,
+    Buffer, Config, Device, DeviceTransport, FullPolicy, Parity, PortRef, SerialSettings, Station,
+    Upstream,
 };
 use crate::gateway::{self, Handle};
+use crate::identity::{Key, Keyring};
 use crate::profile::Profile;
 use crate::record::Record;
 use crate::sim::{Instrument, Pty, SimFrame};
@@ -42,7 +44,15 @@ const PROFILES: &[(&str, &str)] = &[
         "heart-rate-band-hub-json",
         include_str!("../../device-profiles/heart-rate-band-hub-json.toml"),
     ),
+    (
+        "qr-scanner-resident-id-line",
+        include_str!("../../device-profiles/qr-scanner-resident-id-line.toml"),
+    ),
 ];
+
+/// The simulated station: its two instruments and its ID scanner.
+const STATION: &str = "physique-corner";
+const SCANNER: &str = "id-scanner-1";
 
 /// The simulated heart-rate hub's account on the LAN broker.
 const HUB: (&str, &str) = ("hr-hub-1", "demo-hub-secret");
@@ -60,6 +70,10 @@ pub struct DemoArgs {
     /// Milliseconds between frames of each simulated instrument.
     #[arg(long, default_value_t = 700)]
     interval_ms: u64,
+    /// Keep the buffer (and the station sessions) in this directory
+    /// instead of a temporary one.
+    #[arg(long)]
+    buffer: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: DemoArgs) -> ExitCode {
@@ -113,12 +127,17 @@ fn start_broker(upstream: Option<&str>) -> anyhow::Result<(String, u16, &'static
 
 async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     let (host, port, which) = start_broker(args.upstream.as_deref())?;
-    let buffer = tempfile::tempdir().context("creating a temporary buffer directory")?;
+    let temporary = tempfile::tempdir().context("creating a temporary buffer directory")?;
+    let buffer_dir = args
+        .buffer
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_path_buf());
     let instruments = [Instrument::HeightWeight, Instrument::Grip];
     let mut ptys = Vec::new();
     for _ in instruments {
         ptys.push(Pty::open().context("opening a pseudo-terminal")?);
     }
+    let scanner = Pty::open().context("opening a pseudo-terminal")?;
     let mut profiles = HashMap::new();
     for (id, text) in PROFILES {
         let profile = Profile::parse(Path::new(&format!("device-profiles/{id}.toml")), text)
@@ -128,19 +147,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     let devices: Vec<Device> = instruments
         .iter()
         .zip(&ptys)
-        .map(|(inst, pty)| Device {
-            id: match inst {
-                Instrument::HeightWeight => "height-weight-1".into(),
-                Instrument::Grip => "grip-1".into(),
-            },
-            profile: inst.profile_id().into(),
-            transport: DeviceTransport::Serial(SerialSettings {
-                port: PortRef::Path(pty.path.clone()),
-                baud: 9600,
-                parity: Parity::None,
-                data_bits: 8,
-                stop_bits: 1,
-            }),
+        .map(|(inst, pty)| {
+            let id = match inst {
+                Instrument::HeightWeight => "height-weight-1",
+                Instrument::Grip => "grip-1",
+            };
+            serial_device(id, inst.profile_id(), pty)
         })
         .collect();
     let lan_port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -148,7 +160,17 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         .map(|a| a.port())
         .context("finding a port for the LAN broker")?;
     let mut devices = devices;
+    devices.push(serial_device(
+        SCANNER,
+        "qr-scanner-resident-id-line",
+        &scanner,
+    ));
     let lan = lan_broker(lan_port, &mut devices);
+    // The demo's own site key, new each run (a site reads its key from a
+    // file; docs/stations.md).
+    let mut key = [0u8; 32];
+    fastrand::fill(&mut key);
+    let keys = Arc::new(Keyring::new(Key::new(key).context("making the demo key")?));
     let config = Config {
         status_listen: crate::config::DEFAULT_STATUS.parse().ok(),
         lan,
@@ -170,7 +192,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             stall: Duration::from_secs(300),
         },
         buffer: Buffer {
-            dir: buffer.path().join("outbox"),
+            dir: buffer_dir.join("outbox"),
             max_records: 10_000,
             max_record_bytes: 16 * 1024,
             full_policy: FullPolicy::DropOldest,
@@ -180,12 +202,22 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             flush_window: Duration::ZERO,
         },
         devices: devices.clone(),
+        identity: Some(keys.clone()),
+        stations: vec![Station {
+            id: STATION.into(),
+            devices: vec!["height-weight-1".into(), "grip-1".into()],
+            readers: vec![SCANNER.into()],
+            operators: vec![],
+            idle_timeout: Duration::from_secs(60),
+        }],
     };
 
     println!("fitedge demo: platform broker is {which} at mqtt://{host}:{port}; `fitedge status` shows the gateway while it runs");
+    println!("  station {STATION}: {SCANNER} scans who is tested at height-weight-1 and grip-1");
     for d in &devices {
         let link = match &d.transport {
             DeviceTransport::Serial(s) => s.port.to_string(),
+            DeviceTransport::Input(path) => format!("input {}", path.display()),
             DeviceTransport::Mqtt(_) => {
                 format!("LAN MQTT broker 127.0.0.1:{lan_port}, {BANDS} bands")
             }
@@ -198,33 +230,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     }
     let platform = Platform::subscribe(&host, port).await?;
 
-    // Simulators: one thread per instrument, writing frames until told to stop.
+    // The station's simulator: one thread playing people checking in at the
+    // scanner and being measured, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
-    let sent: Arc<Mutex<Vec<(String, SimFrame)>>> = Arc::default();
-    let mut sims = Vec::new();
-    for ((inst, mut pty), device) in instruments.into_iter().zip(ptys).zip(&devices) {
-        let (stop, sent, id) = (stop.clone(), sent.clone(), device.id.clone());
+    let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let station = {
+        let (stop, sent, keys) = (stop.clone(), sent.clone(), keys.clone());
         let interval = Duration::from_millis(args.interval_ms.max(10));
-        sims.push(std::thread::spawn(move || {
-            let mut rng = fastrand::Rng::new();
-            // Give the gateway a moment to open the port before the first frame.
-            std::thread::sleep(Duration::from_millis(300));
-            for n in 1.. {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let frame = inst.frame(n, &mut rng);
-                if pty.write_frame(&frame.bytes).is_err() {
-                    break;
-                }
-                if let Ok(mut s) = sent.lock() {
-                    s.push((id.clone(), frame));
-                }
-                std::thread::sleep(interval);
-            }
-            pty // keep the master open until the gateway has stopped
-        }));
-    }
+        let mut ptys: Vec<Pty> = ptys;
+        ptys.push(scanner);
+        std::thread::spawn(move || {
+            run_station(&mut ptys, &keys, interval, &stop, &sent);
+            ptys // keep the masters open until the gateway has stopped
+        })
+    };
 
     if devices
         .iter()
@@ -256,7 +275,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let snapshot = gateway::run(config, profiles, handle, shutdown).await?;
-    let _ptys: Vec<Pty> = sims.into_iter().filter_map(|t| t.join().ok()).collect();
+    let _ptys = station.join();
     let sent = sent.lock().map(|s| s.clone()).unwrap_or_default();
     let received = platform.wait_for(sent.len(), Duration::from_secs(5)).await;
     Ok(summary(
@@ -264,6 +283,76 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
         &received,
         snapshot.records_dropped_oldest + snapshot.records_refused,
     ))
+}
+
+/// A frame the simulators sent: the device, the frame, and the pseudonym
+/// its record must carry (the subject scanned in, or none).
+type Sent = (String, SimFrame, Option<String>);
+
+fn serial_device(id: &str, profile: &str, pty: &Pty) -> Device {
+    Device {
+        id: id.into(),
+        profile: profile.into(),
+        transport: DeviceTransport::Serial(SerialSettings {
+            port: PortRef::Path(pty.path.clone()),
+            baud: 9600,
+            parity: Parity::None,
+            data_bits: 8,
+            stop_bits: 1,
+        }),
+    }
+}
+
+/// Plays the station: person after person is scanned in and measured on
+/// both instruments; after every second person the operator scans END and
+/// one grip reading is taken with no one checked in (it arrives unbound).
+/// `ptys` are the height/weight station, the grip and the scanner.
+fn run_station(
+    ptys: &mut [Pty],
+    keys: &Keyring,
+    interval: Duration,
+    stop: &AtomicBool,
+    sent: &Mutex<Vec<Sent>>,
+) {
+    let mut rng = fastrand::Rng::new();
+    let ids = crate::sim::resident_ids();
+    // Give the gateway a moment to open the ports before the first frame.
+    std::thread::sleep(Duration::from_millis(300));
+    let write = |pty: &mut Pty, bytes: &[u8]| {
+        std::thread::sleep(interval);
+        !stop.load(Ordering::Relaxed) && pty.write_frame(bytes).is_ok()
+    };
+    // (pty, device, instrument; None for a scan of the given bytes)
+    type Play = (usize, &'static str, Option<Instrument>);
+    for person in 0.. {
+        let id = &ids[person % ids.len()];
+        let scan = crate::sim::scan_frame(id);
+        let subject = Some(keys.pseudonym(id).current);
+        let mut plan: Vec<(Play, &[u8], Option<String>)> = vec![
+            ((2, SCANNER, None), &scan, None),
+            (
+                (0, "height-weight-1", Some(Instrument::HeightWeight)),
+                b"",
+                subject.clone(),
+            ),
+            ((1, "grip-1", Some(Instrument::Grip)), b"", subject.clone()),
+            ((1, "grip-1", Some(Instrument::Grip)), b"", subject.clone()),
+        ];
+        if person % 2 == 1 {
+            plan.push(((2, SCANNER, None), b"END\r", None));
+            plan.push(((1, "grip-1", Some(Instrument::Grip)), b"", None));
+        }
+        for ((pty, device, instrument), bytes, subject) in plan {
+            let frame = instrument.map(|inst| inst.anonymous_frame(&mut rng));
+            let bytes = frame.as_ref().map_or(bytes, |f| f.bytes.as_slice());
+            if !write(&mut ptys[pty], bytes) {
+                return;
+            }
+            if let (Some(frame), Ok(mut s)) = (frame, sent.lock()) {
+                s.push((device.to_string(), frame, subject));
+            }
+        }
+    }
 }
 
 /// The LAN broker for the simulated band hub, and its device.
@@ -294,7 +383,7 @@ async fn band_hub(
     port: u16,
     interval: Duration,
     stop: Arc<AtomicBool>,
-    sent: Arc<Mutex<Vec<(String, SimFrame)>>>,
+    sent: Arc<Mutex<Vec<Sent>>>,
 ) {
     let mut options = MqttOptions::new(HUB.0, "127.0.0.1", port);
     options
@@ -329,64 +418,128 @@ async fn band_hub(
                 return;
             }
             if let Ok(mut s) = sent.lock() {
-                s.push((format!("{}.band-{band:02}", HUB.0), frame));
+                s.push((format!("{}.band-{band:02}", HUB.0), frame, None));
             }
         }
         tokio::time::sleep(interval).await;
     }
 }
 
-/// Compares what the simulators sent with what the platform received.
-fn summary(sent: &[(String, SimFrame)], received: &[Record], dropped: u64) -> bool {
-    let mut by_key: HashMap<(String, String), &Record> = HashMap::new();
+/// Compares what the simulators sent with what the platform received:
+/// every reading arrived once with its values, and each station reading
+/// carries the pseudonym of the person scanned in (or none).
+fn summary(sent: &[Sent], received: &[Record], dropped: u64) -> bool {
     let mut ids = HashSet::new();
     let mut duplicates = 0;
+    let mut waiting: HashMap<(String, String), Vec<&Record>> = HashMap::new();
     for r in received {
         if !ids.insert(r.id.clone()) {
             duplicates += 1;
             continue;
         }
+        if r.session.is_some() {
+            continue;
+        }
         let key = match r.attributes.get("seq") {
             Some(seq) => seq.to_string(),
-            None => r.subject_ref.clone().unwrap_or_default(),
+            None => r
+                .values
+                .iter()
+                .map(|v| format!("{}={}", v.metric, v.value))
+                .collect::<Vec<_>>()
+                .join(";"),
         };
-        by_key.insert((r.device_id.clone(), key), r);
+        waiting
+            .entry((r.device_id.clone(), key))
+            .or_default()
+            .push(r);
     }
     let mut per_device: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    let mut mismatched = 0;
-    for (device, frame) in sent {
+    let mut misbound = 0;
+    for (device, frame, subject) in sent {
         let entry = per_device.entry(device).or_default();
         entry.0 += 1;
-        let Some(record) = by_key.get(&(device.clone(), frame.key.clone())) else {
+        // Readings of equal values are told apart by whom they name.
+        let found = waiting.get_mut(&(device.clone(), frame.key.clone()));
+        let Some(record) = found.and_then(|rs| {
+            let at = rs
+                .iter()
+                .position(|r| r.station_id.is_none() || &r.subject_ref == subject);
+            (!rs.is_empty()).then(|| rs.remove(at.unwrap_or(0)))
+        }) else {
             continue;
         };
         entry.1 += 1;
-        let all_match = frame.values.iter().all(|(metric, want)| {
-            record
-                .value(metric)
-                .is_some_and(|r| (r.value - want).abs() < 1e-6)
-        });
-        if !all_match {
-            mismatched += 1;
+        if record.station_id.is_some() && &record.subject_ref != subject {
+            misbound += 1;
         }
     }
+    print_sessions(received);
     println!("\nsummary");
     for (device, (s, r)) in &per_device {
         println!("  {device:<16} frames sent {s:>5}  records received {r:>5}");
     }
     let total_sent: usize = per_device.values().map(|v| v.0).sum();
     let total_received: usize = per_device.values().map(|v| v.1).sum();
-    println!("  duplicates {duplicates}, values differing from the simulator {mismatched}, dropped by the buffer {dropped}");
-    let ok = total_received == total_sent && mismatched == 0 && total_sent > 0;
+    println!("  duplicates {duplicates}, station readings bound to the wrong person {misbound}, dropped by the buffer {dropped}");
+    let ok = total_received == total_sent && misbound == 0 && total_sent > 0;
     println!(
         "  {}",
         if ok {
-            "every reading arrived intact"
+            "every reading arrived intact, each bound to the person scanned in"
         } else {
             "SOME READINGS DID NOT ARRIVE INTACT"
         }
     );
     ok
+}
+
+/// The station's readings as the platform sees them: grouped by subject
+/// pseudonym and session, then the readings that arrived unbound.
+fn print_sessions(received: &[Record]) {
+    let mut sessions: BTreeMap<String, Vec<&Record>> = BTreeMap::new();
+    let mut unbound = Vec::new();
+    for r in received.iter().filter(|r| r.station_id.is_some()) {
+        match &r.session_id {
+            Some(session) => sessions.entry(session.clone()).or_default().push(r),
+            None if r.session.is_none() => unbound.push(r),
+            None => {}
+        }
+    }
+    println!("\nstation {STATION}, by person and session");
+    for (session, records) in &sessions {
+        let subject = records[0].subject_ref.as_deref().unwrap_or("-");
+        let closed = records
+            .iter()
+            .find_map(|r| r.session.as_ref().and_then(|e| e.reason))
+            .map(|reason| format!("closed: {reason:?}"))
+            .unwrap_or_else(|| "open".into());
+        println!(
+            "  subject {} session {} ({closed})",
+            short(subject),
+            short(session)
+        );
+        for r in records.iter().filter(|r| r.session.is_none()) {
+            println!("      {:<16} {}", r.device_id, values(r));
+        }
+    }
+    println!("  unbound (no one checked in): {}", unbound.len());
+    for r in unbound {
+        println!("      {:<16} {}", r.device_id, values(r));
+    }
+}
+
+fn short(text: &str) -> &str {
+    &text[..text.len().min(17)]
+}
+
+fn values(r: &Record) -> String {
+    let values: Vec<String> = r
+        .values
+        .iter()
+        .map(|v| format!("{}={} {}", v.metric, v.value, v.unit))
+        .collect();
+    values.join("  ")
 }
 
 /// The stand-in platform: subscribes to the gateway's topics and prints records.
@@ -469,17 +622,20 @@ impl Platform {
 }
 
 fn describe(r: &Record) -> String {
-    let values: Vec<String> = r
-        .values
-        .iter()
-        .map(|v| format!("{}={} {}", v.metric, v.value, v.unit))
-        .collect();
+    let what = match &r.session {
+        Some(event) => format!(
+            "session {:?} {}",
+            event.event,
+            short(r.session_id.as_deref().unwrap_or("-"))
+        ),
+        None => values(r),
+    };
     format!(
-        "#{:<4} {:<16} subject {:<7} {}",
+        "#{:<4} {:<16} subject {:<17} {}",
         r.seq,
         r.device_id,
-        r.subject_ref.as_deref().unwrap_or("-"),
-        values.join("  ")
+        short(r.subject_ref.as_deref().unwrap_or("-")),
+        what
     )
 }
 

@@ -47,6 +47,13 @@ fn check_transport(
 ) -> DeviceTransport {
     let t = &d.transport;
     let id = d.id.get_ref();
+    if t.path.is_some() && !matches!(t.kind, TransportKind::Input) {
+        problems.push(src.problem(
+            t.path.as_ref().and_then(span),
+            format!("device \"{id}\": path applies to input devices only"),
+            "serial devices take port, or set type = \"input\" for a keyboard-wedge scanner",
+        ));
+    }
     if t.address.is_some() && !matches!(t.kind, TransportKind::Ble) {
         problems.push(src.problem(
             t.address.as_ref().and_then(span),
@@ -101,6 +108,19 @@ fn check_transport(
             })
         }
         TransportKind::Serial => DeviceTransport::Serial(check_serial(src, d, problems)),
+        TransportKind::Input => match &t.path {
+            Some(path) if !path.get_ref().is_empty() && t.port.is_none() && t.usb.is_none() => {
+                DeviceTransport::Input(PathBuf::from(path.get_ref()))
+            }
+            _ => {
+                problems.push(src.problem(
+                    span(&d.id),
+                    format!("device \"{id}\" is an input device and needs path (and no port or usb)"),
+                    "path = \"/dev/input/by-id/usb-...-event-kbd\" (ls /dev/input/by-id lists them)",
+                ));
+                DeviceTransport::Input(PathBuf::new())
+            }
+        },
     }
 }
 

@@ -3,14 +3,18 @@
 //! Secrets are not written in the config but in files it names: the
 //! upstream `password_file` (where `${NAME}` is expanded from the
 //! environment, for systemd's `CREDENTIALS_DIRECTORY`), and the LAN
-//! broker's `users_file` or the site broker's `password_file`. They are
-//! read here, after every section is checked, into the draft config.
+//! broker's `users_file` or the site broker's `password_file`, and the
+//! pseudonym keys of `[identity]` (which must be readable by their owner
+//! only). They are read here, after every section is checked, into the
+//! draft config.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use super::raw::{RawConfig, Section};
+use super::raw::{RawConfig, RawIdentity, Section};
 use super::{resolve, span, Draft, Lan};
+use crate::identity::{Key, KeyFileError, Keyring, MIN_KEY_BYTES};
 use crate::problem::{Problem, SourceText};
 
 /// Reads the files the config names into `draft`.
@@ -21,6 +25,9 @@ pub(super) fn apply(
     draft: &mut Draft,
     problems: &mut Vec<Problem>,
 ) {
+    if let Section::Read(identity) = &raw.identity {
+        draft.identity = read_keys(src, base, identity, problems).map(Some);
+    }
     if let (Some(up), Some(upstream)) = (&raw.upstream, &mut draft.upstream) {
         upstream.password = up.password_file.as_ref().and_then(|file| {
             let path = match expand_env(file.get_ref()) {
@@ -74,6 +81,46 @@ pub(super) fn apply(
                     .ok()
             });
         }
+    }
+}
+
+/// The pseudonym keys `[identity]` names; `None` after a problem.
+fn read_keys(
+    src: &SourceText,
+    base: &Path,
+    identity: &RawIdentity,
+    problems: &mut Vec<Problem>,
+) -> Option<Arc<Keyring>> {
+    let mut read = |file: &toml::Spanned<String>, what: &str| {
+        let path = match expand_env(file.get_ref()) {
+            Ok(expanded) => resolve(base, &expanded),
+            Err(name) => {
+                problems.push(src.problem(span(file), format!("{what} names ${{{name}}}, which is not set"), "run under the systemd unit (LoadCredential= provides CREDENTIALS_DIRECTORY) or give a plain path"));
+                return None;
+            }
+        };
+        Key::read(&path)
+            .map_err(|e| {
+                let fix = match e {
+                    KeyFileError::TooOpen(_) => format!("chmod 600 {}", path.display()),
+                    _ => format!("create it (mode 0600) with at least {MIN_KEY_BYTES} random bytes, e.g. `head -c 32 /dev/urandom | base64 > {}`; every site of a county uses the same key (docs/stations.md)", path.display()),
+                };
+                problems.push(src.problem(span(file), format!("{what} {}: {e}", path.display()), fix))
+            })
+            .ok()
+    };
+    let current = read(&identity.key_file, "key_file");
+    let previous = identity
+        .previous_key_file
+        .as_ref()
+        .map(|file| read(file, "previous_key_file"));
+    match (current, previous) {
+        (Some(current), None) => Some(Arc::new(Keyring::new(current))),
+        (Some(current), Some(Some(previous))) => Some(Arc::new(Keyring {
+            current,
+            previous: Some(previous),
+        })),
+        _ => None,
     }
 }
 

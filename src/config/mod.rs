@@ -22,6 +22,7 @@ mod environment;
 mod lan;
 mod profiles;
 mod raw;
+mod station;
 mod status;
 mod upstream;
 
@@ -55,6 +56,22 @@ pub struct Config {
     pub lan: Option<Lan>,
     /// Where the status endpoint (`fitedge status`, `/metrics`) listens.
     pub status_listen: Option<std::net::SocketAddr>,
+    /// The keys that turn subject ids into pseudonyms, from `[identity]`.
+    pub identity: Option<std::sync::Arc<crate::identity::Keyring>>,
+    /// Devices grouped with the readers that say who is measured.
+    pub stations: Vec<Station>,
+}
+
+/// A `[[station]]`: devices, and the readers whose scans open sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Station {
+    pub id: String,
+    pub devices: Vec<String>,
+    pub readers: Vec<String>,
+    /// Readers of operator cards: who runs the station.
+    pub operators: Vec<String>,
+    /// A session with nothing new for this long closes.
+    pub idle_timeout: Duration,
 }
 
 /// The status endpoint's default address: localhost only.
@@ -151,6 +168,8 @@ pub enum DeviceTransport {
     Serial(SerialSettings),
     Mqtt(MqttSettings),
     Ble(BleSettings),
+    /// A keyboard-wedge scanner: an evdev input device, grabbed.
+    Input(std::path::PathBuf),
 }
 
 /// A Bluetooth LE peripheral.
@@ -217,7 +236,9 @@ impl Device {
     pub fn transport_topic(&self) -> Option<&str> {
         match &self.transport {
             DeviceTransport::Mqtt(m) => m.topic.as_deref(),
-            DeviceTransport::Serial(_) | DeviceTransport::Ble(_) => None,
+            DeviceTransport::Serial(_) | DeviceTransport::Ble(_) | DeviceTransport::Input(_) => {
+                None
+            }
         }
     }
 }
@@ -266,6 +287,9 @@ struct Draft {
     devices: Vec<Device>,
     lan: Option<Option<Lan>>,
     status_listen: Option<Option<std::net::SocketAddr>>,
+    /// `Some(None)` when `[identity]` is absent.
+    identity: Option<Option<std::sync::Arc<crate::identity::Keyring>>>,
+    stations: Vec<Station>,
 }
 
 impl Draft {
@@ -280,6 +304,8 @@ impl Draft {
             devices: self.devices,
             lan: self.lan?,
             status_listen: self.status_listen?,
+            identity: self.identity?,
+            stations: self.stations,
         })
     }
 }
@@ -313,7 +339,15 @@ fn check_sections(
     let site_id = checked_id("site_id", &raw.site_id);
     let gateway = gateway_id.as_deref().unwrap_or_default();
     let lan_written = !matches!(raw.lan, raw::Section::Absent);
+    let devices = device::check_devices(src, &raw.devices, lan_written, problems);
     Draft {
+        stations: station::check_stations(src, &raw.stations, &devices, problems),
+        devices,
+        // Read by the environment stage.
+        identity: match raw.identity {
+            raw::Section::Absent => Some(None),
+            _ => None,
+        },
         profile_dirs: raw
             .profile_dirs
             .as_ref()
@@ -321,7 +355,6 @@ fn check_sections(
         upstream: (raw.upstream.as_ref())
             .map(|up| upstream::check_upstream(src, up, gateway, problems)),
         buffer: (raw.buffer.as_ref()).map(|b| buffer::check_buffer(src, base, b, problems)),
-        devices: device::check_devices(src, &raw.devices, lan_written, problems),
         lan: match &raw.lan {
             raw::Section::Absent => Some(None),
             raw::Section::Broken => None,

@@ -20,16 +20,19 @@ pub fn load_with_profiles(path: &Path) -> Result<(Config, HashMap<String, Profil
     let mut problems = Vec::new();
     let draft = draft(&src, &mut problems);
     let mut profiles = HashMap::new();
-    if let Some(Draft {
-        profile_dirs: Some(dirs),
-        devices,
-        ..
-    }) = &draft
+    if let Some(
+        draft @ Draft {
+            profile_dirs: Some(dirs),
+            devices,
+            ..
+        },
+    ) = &draft
     {
         let found;
         (profiles, found) = find_profiles(&src, dirs, devices);
         problems.extend(found);
         problems.extend(check_profiles(&src, devices, &profiles));
+        problems.extend(check_subjects(&src, draft, &profiles));
     }
     match draft.and_then(Draft::finish) {
         Some(config) if problems.is_empty() => Ok((config, profiles)),
@@ -87,9 +90,13 @@ pub fn check_profiles(
                 format!("device \"{}\" is ble but profile \"{}\" is not a gatt profile", device.id, device.profile),
                 "use a profile with [decode] type = \"gatt\" (device-profiles/*-ble.toml)",
             )),
-            DeviceTransport::Serial(_) | DeviceTransport::Mqtt(_) if gatt => Some((
+            DeviceTransport::Serial(_) | DeviceTransport::Mqtt(_) | DeviceTransport::Input(_) if gatt => Some((
                 format!("device \"{}\" is not ble but profile \"{}\" decodes Bluetooth LE characteristics", device.id, device.profile),
                 "set type = \"ble\", or pick a serial or MQTT profile",
+            )),
+            DeviceTransport::Input(_) if p.frame == FrameSpec::Message => Some((
+                format!("device \"{}\" is an input device but profile \"{}\" frames whole MQTT messages", device.id, device.profile),
+                "use a line profile, e.g. keyboard-wedge-resident-id",
             )),
             DeviceTransport::Serial(_) if p.frame == FrameSpec::Message => Some((
                 format!("device \"{}\" is serial but profile \"{}\" frames whole MQTT messages", device.id, device.profile),
@@ -107,4 +114,78 @@ pub fn check_profiles(
         }
     }
     problems
+}
+
+/// Subjects need a key: a config whose profiles or stations produce a
+/// subject without `[identity]` is refused (at each such device's or
+/// station's line), and a station's readers must be able to name someone.
+fn check_subjects(
+    config: &SourceText,
+    draft: &Draft,
+    profiles: &HashMap<String, Profile>,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let problem = |line, message: String, fix: &str| Problem {
+        file: config.path.to_path_buf(),
+        line,
+        message,
+        fix: fix.into(),
+    };
+    let carries = |id: &str| {
+        let device = draft.devices.iter().find(|d| d.id == id);
+        device
+            .and_then(|d| profiles.get(&d.profile))
+            .map(Profile::carries_subject)
+    };
+    let no_key = matches!(draft.identity, Some(None));
+    const KEY_FIX: &str = "add [identity] key_file = \"/etc/fitedge/pseudonym.key\" (mode 0600, at least 16 random bytes; docs/stations.md)";
+    if no_key {
+        for d in &draft.devices {
+            if carries(&d.id) == Some(true) {
+                problems.push(problem(
+                    device_line(config.text, &d.id),
+                    format!("device \"{}\" uses profile \"{}\", which reads who is measured, but no pseudonym key is configured", d.id, d.profile),
+                    KEY_FIX,
+                ));
+            }
+        }
+    }
+    for station in &draft.stations {
+        let line = station_line(config.text, &station.id);
+        if no_key {
+            problems.push(problem(
+                line,
+                format!(
+                    "station \"{}\" binds readings to people but no pseudonym key is configured",
+                    station.id
+                ),
+                KEY_FIX,
+            ));
+        }
+        for reader in station.readers.iter().chain(&station.operators) {
+            if carries(reader) == Some(false) {
+                problems.push(problem(
+                    line,
+                    format!("station \"{}\": reader \"{reader}\" uses a profile with no subject field", station.id),
+                    "give the reader a scanner or card-reader profile (role = \"subject\"), or list it under devices",
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The line of `[[station]]` entry `id` in the config text.
+fn station_line(text: &str, id: &str) -> Option<usize> {
+    let needle = format!("\"{id}\"");
+    let mut in_station = false;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.starts_with('[') {
+            in_station = line.starts_with("[[station]]");
+        } else if in_station && line.starts_with("id") && line.contains(&needle) {
+            return Some(n + 1);
+        }
+    }
+    None
 }

@@ -28,6 +28,8 @@ const KEYS: &[&str] = &[
     "device",
     "lan",
     "status",
+    "identity",
+    "station",
 ];
 
 /// The file's sections as read; `None` marks a required or defaulted part
@@ -42,6 +44,42 @@ pub(super) struct RawConfig {
     pub devices: Vec<RawDevice>,
     pub lan: Section<Spanned<RawLan>>,
     pub status: Section<Spanned<RawStatus>>,
+    pub identity: Section<RawIdentity>,
+    /// The `[[station]]` entries that could be read.
+    pub stations: Vec<RawStation>,
+}
+
+/// `[identity]`: where the pseudonym keys are.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    /// The site key (`${CREDENTIALS_DIRECTORY}` is expanded).
+    pub key_file: Spanned<String>,
+    /// The previous key, during a changeover.
+    #[serde(default)]
+    pub previous_key_file: Option<Spanned<String>>,
+}
+
+/// A `[[station]]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStation {
+    pub id: Spanned<String>,
+    /// Instruments whose readings the station's sessions bind.
+    #[serde(default)]
+    pub devices: Vec<Spanned<String>>,
+    /// Scanners and card readers whose scan opens a session.
+    #[serde(default)]
+    pub readers: Vec<Spanned<String>>,
+    /// Readers of operator cards: who runs the station.
+    #[serde(default)]
+    pub operators: Vec<Spanned<String>>,
+    #[serde(default = "default_idle")]
+    pub idle_timeout_seconds: Spanned<u64>,
+}
+
+fn default_idle() -> Spanned<u64> {
+    Spanned::new(0..0, 300)
 }
 
 /// An optional table as read.
@@ -232,6 +270,9 @@ pub(super) struct RawTransport {
     /// BLE devices: the peripheral's address.
     #[serde(default)]
     pub address: Option<Spanned<String>>,
+    /// Input devices: the evdev device, e.g. `/dev/input/by-id/...-event-kbd`.
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
     #[serde(default = "default_baud")]
     pub baud: Spanned<u32>,
     #[serde(default = "default_parity")]
@@ -249,6 +290,8 @@ pub(super) enum TransportKind {
     Serial,
     Mqtt,
     Ble,
+    /// A keyboard-wedge scanner on an evdev input device.
+    Input,
 }
 
 fn default_baud() -> Spanned<u32> {
@@ -326,9 +369,15 @@ impl<'i> Document<'i> {
         }
     }
 
-    /// Every `[[device]]` that can be read, each on its own.
-    fn devices(&mut self, src: &SourceText, problems: &mut Vec<Problem>) -> Vec<RawDevice> {
-        let Some(value) = self.take("device") else {
+    /// Every entry of an array of tables (`[[device]]`) that can be read,
+    /// each on its own.
+    fn tables<T: DeserializeOwned>(
+        &mut self,
+        src: &SourceText,
+        key: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Vec<T> {
+        let Some(value) = self.take(key) else {
             return Vec::new();
         };
         if !matches!(value.get_ref(), DeValue::Array(_)) {
@@ -383,9 +432,11 @@ pub(super) fn read(src: &SourceText, problems: &mut Vec<Problem>) -> Option<RawC
         profile_dirs: doc.defaulted(src, "profile_dirs", default_profile_dirs, problems),
         upstream: doc.required(src, "upstream", problems),
         buffer: doc.defaulted(src, "buffer", RawBuffer::default, problems),
-        devices: doc.devices(src, problems),
+        devices: doc.tables(src, "device", problems),
         lan: doc.optional(src, "lan", problems),
         status: doc.optional(src, "status", problems),
+        identity: doc.optional(src, "identity", problems),
+        stations: doc.tables(src, "station", problems),
     };
     doc.unknown(src, problems);
     Some(raw)

@@ -2,11 +2,11 @@
 //! ([`DeviceDecoder`]: frames, then decodes each), and the same for whole
 //! captures and for GATT values notified in turn.
 
-use super::decode::{self, DecodeContext};
+use super::decode::{self, DecodeContext, DecodeError};
 use super::frame::{FrameError, Framed, Framer};
 use super::spec::{DecodeSpec, FieldSpec, Profile};
 use crate::gatt;
-use crate::record::Measurement;
+use crate::record::{Measurement, StationEvent};
 
 impl Profile {
     /// Frames and decodes a complete capture (a trailing unterminated line
@@ -41,6 +41,7 @@ pub fn decode_gatt(
                 error: e.to_string(),
                 corrupt: true,
                 ignored: false,
+                rejected_scan: None,
             })),
         }
     }
@@ -57,6 +58,9 @@ pub struct FrameFailure {
     pub corrupt: bool,
     /// One of the profile's `ignore` payloads ("not ready" replies).
     pub ignored: bool,
+    /// A subject id that failed its check: the problem's code and the
+    /// scan's keyed fingerprint (never the id).
+    pub rejected_scan: Option<(&'static str, String)>,
 }
 
 /// A profile applied to one device's byte stream.
@@ -66,6 +70,7 @@ pub struct DeviceDecoder {
     decode: DecodeSpec,
     fields: Vec<FieldSpec>,
     ignore: Vec<String>,
+    session_end: Vec<String>,
     ctx: DecodeContext,
 }
 
@@ -76,6 +81,7 @@ impl DeviceDecoder {
             decode: profile.decode.clone(),
             fields: profile.fields.clone(),
             ignore: profile.ignore.clone(),
+            session_end: profile.session_end.clone(),
             ctx,
         }
     }
@@ -106,6 +112,7 @@ impl DeviceDecoder {
             ignored: e == FrameError::Echo,
             corrupt: e != FrameError::Echo,
             error: e.to_string(),
+            rejected_scan: None,
         })?;
         let text = String::from_utf8_lossy(&payload);
         if self.ignore.iter().any(|i| text.trim() == i) {
@@ -114,6 +121,13 @@ impl DeviceDecoder {
                 error: format!("\"{}\" ignored", text.trim()),
                 corrupt: false,
                 ignored: true,
+                rejected_scan: None,
+            });
+        }
+        if self.session_end.iter().any(|end| text.trim() == end) {
+            return Ok(Measurement {
+                event: Some(StationEvent::EndSession),
+                ..Measurement::default()
             });
         }
         decode::decode(&self.decode, &self.fields, &payload, &self.ctx).map_err(|e| FrameFailure {
@@ -121,6 +135,13 @@ impl DeviceDecoder {
             corrupt: e.is_corrupt(),
             error: e.to_string(),
             ignored: false,
+            rejected_scan: match e {
+                DecodeError::BadSubject {
+                    problem,
+                    fingerprint,
+                } => Some((problem.code(), fingerprint)),
+                _ => None,
+            },
         })
     }
 }

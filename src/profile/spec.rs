@@ -25,8 +25,19 @@ pub struct Profile {
     pub fields: Vec<FieldSpec>,
     /// Payloads that mean "not ready" (e.g. `measing`): ignored, not errors.
     pub ignore: Vec<String>,
+    /// Payloads that end the open session on the device's station (a
+    /// scanner's "END" code, a card reader's card-removed frame).
+    pub session_end: Vec<String>,
     pub request: Option<RequestSpec>,
     pub tests: Vec<TestCase>,
+}
+
+impl Profile {
+    /// Whether frames of this profile can carry who was measured: such
+    /// frames are never logged, not even in hex.
+    pub fn carries_subject(&self) -> bool {
+        self.fields.iter().any(|f| f.role == Role::Subject)
+    }
 }
 
 /// How a device is recognised (`[match]`): used to suggest a profile for a
@@ -198,6 +209,8 @@ pub(super) struct RawProfile {
     pub(super) fields: Vec<Spanned<FieldSpec>>,
     #[serde(default)]
     pub(super) ignore: Vec<String>,
+    #[serde(default)]
+    pub(super) session_end: Vec<String>,
     #[serde(default)]
     pub(super) request: Option<Spanned<RequestSpec>>,
     #[serde(default, rename = "test")]
@@ -392,7 +405,12 @@ pub struct FieldSpec {
     /// A check the subject id must pass, for `role = "subject"`.
     #[serde(default)]
     pub check: Option<SubjectCheck>,
-    /// Send only a salted SHA-256 of the subject id ("sha256").
+    /// A pattern the whole subject id must match, for ids other than
+    /// resident ID numbers (e.g. "M[0-9]{8}" for member numbers).
+    #[serde(default)]
+    pub pattern: Option<Pattern>,
+    /// Only "hmac-sha256", what every subject becomes anyway; the unkeyed
+    /// "sha256" of earlier profiles is refused.
     #[serde(default)]
     pub hash: Option<SubjectHash>,
     /// A missing optional field is skipped instead of failing the frame.
@@ -401,9 +419,11 @@ pub struct FieldSpec {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum SubjectHash {
+    /// Refused: a plain hash of an ID number is reversed by trying them all.
     Sha256,
+    HmacSha256,
 }
 
 fn one() -> f64 {
@@ -425,6 +445,16 @@ impl FieldSpec {
             format!("register {r}")
         } else {
             "field".into()
+        }
+    }
+
+    /// How a subject id from this field is checked.
+    pub fn id_check(&self) -> crate::identity::IdCheck {
+        use crate::identity::IdCheck;
+        match (&self.check, &self.pattern) {
+            (Some(SubjectCheck::CnResidentId), _) => IdCheck::CnResidentId,
+            (None, Some(p)) => IdCheck::Pattern(p.0.clone()),
+            (None, None) => IdCheck::Any,
         }
     }
 

@@ -86,3 +86,15 @@ fn bad_test_hex_is_a_problem() {
         parse(&KV.replace("text = \"ID=S0001;HT=172.5\\r\\n\"", "hex = \"zz\"")).unwrap_err();
     assert!(problems[0].message.contains("not hex"), "{problems:?}");
 }
+
+#[test]
+fn a_profiles_session_end_frame_becomes_an_end_event() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("device-profiles/qr-scanner-resident-id-line.toml");
+    let profile = Profile::load(&path).unwrap();
+    let mut decoder = DeviceDecoder::new(&profile, DecodeContext::for_tests());
+    let out = decoder.feed(b"END\r");
+    assert_eq!(out.len(), 1);
+    let m = out[0].as_ref().unwrap();
+    assert_eq!(m.event, Some(crate::record::StationEvent::EndSession));
+}

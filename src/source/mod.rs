@@ -9,6 +9,7 @@
 
 pub mod ble;
 pub mod bluez;
+pub mod input;
 pub mod mqtt;
 pub mod poll;
 pub mod serial;
@@ -23,8 +24,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::codec::hex;
-use crate::profile::{DecodeContext, DeviceDecoder, Profile};
-use crate::record::{Incoming, Measurement, Origin, Record};
+use crate::profile::{DecodeContext, DeviceDecoder, FrameFailure, Profile};
+use crate::record::{Incoming, Measurement, Origin, Record, StationEvent};
 use crate::status::DeviceStats;
 
 /// What a source needs to turn bytes into records.
@@ -35,6 +36,9 @@ pub struct DeviceContext {
     pub decode: DecodeContext,
     pub stats: Arc<DeviceStats>,
     pub records: mpsc::Sender<Incoming>,
+    /// Whether the device belongs to a station: only then do its session
+    /// events (an end frame, a rejected scan) go on to the binder.
+    pub in_station: bool,
     /// Rejections are logged at most once per [`REJECT_LOG_EVERY`].
     reject_log: Mutex<LogLimit>,
 }
@@ -75,15 +79,17 @@ impl DeviceContext {
     pub fn new(
         origin: Origin,
         profile: watch::Receiver<Profile>,
+        decode: DecodeContext,
         stats: Arc<DeviceStats>,
         records: mpsc::Sender<Incoming>,
     ) -> DeviceContext {
         DeviceContext {
             origin,
             profile,
-            decode: DecodeContext::default(),
+            decode,
             stats,
             records,
+            in_station: false,
             reject_log: Mutex::new(LogLimit::new(REJECT_LOG_EVERY)),
         }
     }
@@ -107,23 +113,63 @@ impl DeviceContext {
                     }
                 }
                 Err(failure) if failure.ignored => {}
-                Err(failure) => self.reject(Rejection {
-                    error: &failure.error,
-                    raw: &failure.raw,
-                    corrupt: failure.corrupt,
-                    routine: true,
-                    at: None,
-                }),
+                Err(failure) => {
+                    self.reject(Rejection {
+                        error: &failure.error,
+                        raw: &failure.raw,
+                        corrupt: failure.corrupt,
+                        routine: true,
+                        at: None,
+                    });
+                    if !self.scan_rejected(&failure).await {
+                        return None;
+                    }
+                }
             }
         }
         Some(frames)
     }
 
+    /// A station reader's scan that failed its check ends the station's
+    /// open session (so the next readings cannot land in the last person's
+    /// record): tells the binder. `false` once the gateway is stopping.
+    pub async fn scan_rejected(&self, failure: &FrameFailure) -> bool {
+        let Some((problem, fingerprint)) = &failure.rejected_scan else {
+            return true;
+        };
+        let event = StationEvent::ScanRejected {
+            problem,
+            fingerprint: fingerprint.clone(),
+        };
+        !self.in_station || self.send_event(event).await
+    }
+
+    async fn send_event(&self, event: StationEvent) -> bool {
+        let incoming = Incoming {
+            record: Record::new(&self.origin, Measurement::default()),
+            durable: None,
+            event: Some(event),
+        };
+        self.records.send(incoming).await.is_ok()
+    }
+
     /// The one place a source hands over a decoded measurement: counts it,
     /// stamps it as a record and sends it on to the writer. `false` once the
     /// record channel is closed (gateway stopping).
-    pub async fn emit(&self, measurement: Measurement, handover: Handover) -> bool {
+    pub async fn emit(&self, mut measurement: Measurement, handover: Handover) -> bool {
         self.stats.frames_ok.fetch_add(1, Relaxed);
+        if let Some(event) = measurement.event.take() {
+            if !self.in_station {
+                debug!(message = "Session frame from a device in no station; ignored.");
+                return true;
+            }
+            let sent = self.send_event(event).await;
+            // The event is handled once the binder has it.
+            if let Some(done) = handover.durable {
+                let _ = done.send(());
+            }
+            return sent;
+        }
         let sub = handover
             .sub_device
             .map(|s| sanitize(&s))
@@ -141,6 +187,7 @@ impl DeviceContext {
         let incoming = Incoming {
             record,
             durable: handover.durable,
+            event: None,
         };
         self.records.send(incoming).await.is_ok()
     }
@@ -150,7 +197,11 @@ impl DeviceContext {
     /// [`REJECT_LOG_EVERY`] with a count of what was left out; a routine
     /// ignored frame is logged at debug only.
     pub fn reject(&self, rejection: Rejection<'_>) {
-        let shown = &rejection.raw[..rejection.raw.len().min(MAX_LOGGED_BYTES)];
+        // Frames that can name a person are never shown, not even in hex.
+        let shown = match self.profile.borrow().carries_subject() {
+            true => &[][..],
+            false => &rejection.raw[..rejection.raw.len().min(MAX_LOGGED_BYTES)],
+        };
         if rejection.corrupt {
             self.stats.frames_bad.fetch_add(1, Relaxed);
             self.stats.set_error(rejection.error);
@@ -242,7 +293,13 @@ mod tests {
         };
         let stats = Arc::new(crate::status::Stats::default());
         (
-            DeviceContext::new(origin, profile_rx, stats.device("hub-1"), tx),
+            DeviceContext::new(
+                origin,
+                profile_rx,
+                DecodeContext::default(),
+                stats.device("hub-1"),
+                tx,
+            ),
             rx,
         )
     }

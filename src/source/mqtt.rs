@@ -157,6 +157,9 @@ impl Router {
                     routine: false,
                     at: Some(topic),
                 });
+                if !ctx.scan_rejected(&failure).await {
+                    return Routing::Closed;
+                }
                 Routing::Dropped
             }
         }

@@ -48,7 +48,10 @@ enabled = false
 [buffer]
 dir = "{buffer}"
 max_records = 5000
+
+{identity}
 "#,
+        identity = identity_section(dir),
         profiles = profiles_dir().display(),
         pid = std::process::id(),
         rand = fastrand::u32(..),
@@ -65,6 +68,25 @@ max_records = 5000
     let path = dir.join("fitedge.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The site key of every test gateway.
+pub const TEST_KEY: &[u8] = b"fitedge-tests-site-key-0123456789";
+
+/// Writes the test key (mode 0600) into `dir` and returns the
+/// `[identity]` section naming it.
+pub fn identity_section(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("pseudonym.key");
+    std::fs::write(&path, TEST_KEY).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    format!("[identity]\nkey_file = \"{}\"\n", path.display())
+}
+
+/// The pseudonym a test gateway sends for subject id `id`.
+pub fn psn(id: &str) -> String {
+    let key = fitedge::identity::Key::new(TEST_KEY).unwrap();
+    fitedge::identity::Keyring::new(key).pseudonym(id).current
 }
 
 /// Opens the buffer a test gateway left in `dir` (see `write_config`).

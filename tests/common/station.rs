@@ -36,7 +36,7 @@ impl Station {
                     n += 1;
                     let frame = fitedge::sim::Instrument::HeightWeight.frame(n, &mut rng);
                     if pty.write_frame(&frame.bytes).is_ok() {
-                        w.lock().unwrap().push(frame.subject);
+                        w.lock().unwrap().push(psn(&frame.subject));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(4));

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 
 use thiserror::Error;
 
-use super::spec::{DecodeSpec, FieldSpec, Role, SubjectCheck, SubjectHash};
+use super::spec::{DecodeSpec, FieldSpec, Role};
 use crate::codec::binary::{self, BinError, BinType, BinValue};
 use crate::codec::checksum::Endian;
+use crate::identity::{IdProblem, Keyring};
 use crate::normalize::{self, NormalizeError, Source};
 use crate::record::{Measurement, Reading};
 use crate::units;
@@ -44,8 +45,19 @@ pub enum DecodeError {
         text: String,
         format: String,
     },
-    #[error("subject id \"{text}\" fails its check ({check:?}); ask for a re-scan")]
-    BadSubject { text: String, check: SubjectCheck },
+    /// The id itself is never quoted: only what is wrong with it and a
+    /// short keyed fingerprint.
+    #[error(
+        "subject id fails its check: {problem} (fingerprint {fingerprint}); ask for a re-scan"
+    )]
+    BadSubject {
+        problem: IdProblem,
+        fingerprint: String,
+    },
+    #[error(
+        "the frame names a subject but no pseudonym key is configured; set [identity] key_file"
+    )]
+    NoKey,
     #[error("payload is not JSON: {0}")]
     NotJson(String),
     #[error("Modbus exception {code} ({meaning}) from slave {slave}")]
@@ -71,10 +83,20 @@ impl DecodeError {
     }
 }
 
-/// Inputs to decoding besides the frame: the gateway's subject-hash salt.
+/// Inputs to decoding besides the frame: the keys that turn subject ids
+/// into pseudonyms (without them a frame naming a subject is refused).
 #[derive(Debug, Clone, Default)]
 pub struct DecodeContext {
-    pub salt: Vec<u8>,
+    pub keys: Option<std::sync::Arc<Keyring>>,
+}
+
+impl DecodeContext {
+    /// With the offline tools' key ([`Keyring::for_tests`]).
+    pub fn for_tests() -> DecodeContext {
+        DecodeContext {
+            keys: Some(std::sync::Arc::new(Keyring::for_tests())),
+        }
+    }
 }
 
 /// A payload split into fields, ready for lookups.
@@ -364,7 +386,12 @@ pub fn decode(
                     }
                     (raw, _, _) => raw_text(raw),
                 };
-                m.subject_ref = Some(subject(field, text, ctx)?);
+                // An instrument with no card tapped sends an empty id.
+                if !text.trim().is_empty() {
+                    let pseudonym = subject(field, &text, ctx)?;
+                    m.subject_ref = Some(pseudonym.current);
+                    m.subject_ref_previous = pseudonym.previous;
+                }
             }
             (Role::DeviceTime, raw) => m.device_time = Some(device_time(field, raw)?),
             (Role::Device, raw) => m.device = Some(raw_text(raw)),
@@ -455,51 +482,22 @@ fn attribute_value(text: String) -> serde_json::Value {
         .unwrap_or(serde_json::Value::String(text))
 }
 
+/// Checks and normalizes a subject id and returns its pseudonyms: the
+/// one way a subject leaves decoding.
 fn subject(
     field: &FieldSpec,
-    mut text: String,
+    text: &str,
     ctx: &DecodeContext,
-) -> Result<String, DecodeError> {
-    if field.check == Some(SubjectCheck::CnResidentId) {
-        text = text.to_ascii_uppercase(); // one person, one id: 'x' and 'X' alike
+) -> Result<crate::identity::Pseudonym, DecodeError> {
+    let keys = ctx.keys.as_deref().ok_or(DecodeError::NoKey)?;
+    let today = crate::clock::is_synchronized().then(|| chrono::Utc::now().date_naive());
+    match field.id_check().normalize(text, today) {
+        Ok(id) => Ok(keys.pseudonym(&id)),
+        Err(problem) => Err(DecodeError::BadSubject {
+            problem,
+            fingerprint: keys.fingerprint(text.trim()),
+        }),
     }
-    if let Some(check) = field.check {
-        let ok = match check {
-            SubjectCheck::CnResidentId => cn_resident_id_valid(&text),
-        };
-        if !ok {
-            return Err(DecodeError::BadSubject { text, check });
-        }
-    }
-    Ok(match field.hash {
-        None => text,
-        Some(SubjectHash::Sha256) => {
-            use sha2::Digest;
-            let mut hasher = sha2::Sha256::new();
-            hasher.update(&ctx.salt);
-            hasher.update(text.as_bytes());
-            format!(
-                "sha256:{}",
-                crate::codec::hex(&hasher.finalize()).to_lowercase()
-            )
-        }
-    })
-}
-
-/// ISO 7064 MOD 11-2 check of an 18-character resident identity number.
-pub fn cn_resident_id_valid(id: &str) -> bool {
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const CHECK: &[u8; 11] = b"10X98765432";
-    let bytes = id.as_bytes();
-    if bytes.len() != 18 || !bytes[..17].iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    let sum: u32 = bytes[..17]
-        .iter()
-        .zip(WEIGHTS)
-        .map(|(b, w)| (b - b'0') as u32 * w)
-        .sum();
-    CHECK[(sum % 11) as usize] == bytes[17].to_ascii_uppercase()
 }
 
 fn device_time(field: &FieldSpec, raw: Raw) -> Result<String, DecodeError> {

@@ -18,8 +18,12 @@ fn run(spec_text: &str, fields: &[&str], payload: &[u8]) -> Result<Measurement, 
         &spec(spec_text),
         &fields,
         payload,
-        &DecodeContext::default(),
+        &DecodeContext::for_tests(),
     )
+}
+
+fn psn(id: &str) -> Option<String> {
+    Some(Keyring::for_tests().pseudonym(id).current)
 }
 
 fn value(m: &Measurement, metric: &str) -> f64 {
@@ -40,7 +44,7 @@ fn key_value_fields_become_canonical_readings() {
         b"ID=S0001;HT=172.5;WT=65.40",
     )
     .unwrap();
-    assert_eq!(m.subject_ref.as_deref(), Some("S0001"));
+    assert_eq!(m.subject_ref, psn("S0001"));
     assert_eq!(
         (value(&m, "body.height"), value(&m, "body.weight")),
         (172.5, 65.4)
@@ -163,11 +167,8 @@ fn json_pointers_with_requirements() {
     )
     .unwrap();
     assert_eq!(
-        (
-            value(&m, "endurance.sit_ups_1min"),
-            m.subject_ref.as_deref()
-        ),
-        (32.0, Some("S0001"))
+        (value(&m, "endurance.sit_ups_1min"), m.subject_ref),
+        (32.0, psn("S0001"))
     );
     assert!(matches!(
         run(spec, &fields, br#"{"item":"push_ups","count":3}"#),
@@ -231,16 +232,15 @@ fn modbus_registers_with_scale_and_exceptions() {
 }
 
 #[test]
-fn resident_id_check_and_salted_hash() {
-    assert!(cn_resident_id_valid("11010519491231002X"));
-    assert!(!cn_resident_id_valid("110105194912310020"));
-    assert!(!cn_resident_id_valid("1101051949123100"));
-    let f =
-        field("key = \"ID\"\nrole = \"subject\"\ncheck = \"cn_resident_id\"\nhash = \"sha256\"");
-    let ctx = DecodeContext {
-        salt: b"site-salt".to_vec(),
-    };
+fn subjects_become_keyed_pseudonyms_and_bad_ids_are_never_quoted() {
+    let f = field("key = \"ID\"\nrole = \"subject\"\ncheck = \"cn_resident_id\"");
     let spec = spec(KV);
+    let ring = |key: &[u8]| DecodeContext {
+        keys: Some(std::sync::Arc::new(Keyring::new(
+            crate::identity::Key::new(key).unwrap(),
+        ))),
+    };
+    let ctx = ring(b"site-key-0123456789");
     let m = decode(
         &spec,
         std::slice::from_ref(&f),
@@ -250,22 +250,46 @@ fn resident_id_check_and_salted_hash() {
     .unwrap();
     let subject = m.subject_ref.unwrap();
     assert!(
-        subject.starts_with("sha256:")
-            && subject.len() == 7 + 64
-            && !subject.contains("1101051949")
+        subject.starts_with("psn1:") && subject.len() == 5 + 64 && !subject.contains("1101051949"),
+        "{subject}"
     );
-    let other_salt = decode(
+    let other_key = ring(b"other-key-0123456789");
+    let other = decode(
         &spec,
         std::slice::from_ref(&f),
         b"ID=11010519491231002X",
-        &DecodeContext::default(),
+        &other_key,
+    );
+    assert_ne!(other.unwrap().subject_ref.unwrap(), subject);
+    let bad = decode(
+        &spec,
+        std::slice::from_ref(&f),
+        b"ID=110105194912310020",
+        &ctx,
     )
-    .unwrap();
-    assert_ne!(other_salt.subject_ref.unwrap(), subject);
+    .unwrap_err();
     assert!(matches!(
-        decode(&spec, &[f], b"ID=110105194912310020", &ctx),
-        Err(DecodeError::BadSubject { .. })
+        bad,
+        DecodeError::BadSubject {
+            problem: IdProblem::CheckDigit,
+            ..
+        }
     ));
+    assert!(!bad.to_string().contains("1101051949"), "{bad}");
+    // Without a key a subject is refused, never sent as typed.
+    assert_eq!(
+        decode(
+            &spec,
+            std::slice::from_ref(&f),
+            b"ID=11010519491231002X",
+            &DecodeContext::default()
+        ),
+        Err(DecodeError::NoKey)
+    );
+    // An empty id (no card tapped) is no subject at all.
+    let kv = field("key = \"ID\"\nrole = \"subject\"\noptional = true");
+    let none = decode(&spec, &[kv], b"ID=", &DecodeContext::default()).unwrap();
+    assert_eq!(none.subject_ref, None);
 }
 
 #[test]
@@ -378,8 +402,8 @@ fn bcd_subjects_keep_leading_zeros_and_ids_are_case_blind() {
         &[0, 0, 1, 7, 99],
     )
     .unwrap();
-    assert_eq!(m.subject_ref.as_deref(), Some("00000107"));
-    let id = "key = \"ID\"\nrole = \"subject\"\ncheck = \"cn_resident_id\"\nhash = \"sha256\"";
+    assert_eq!(m.subject_ref, psn("00000107"));
+    let id = "key = \"ID\"\nrole = \"subject\"\ncheck = \"cn_resident_id\"";
     let lower = run(KV, &[id], b"ID=11010519491231002x")
         .unwrap()
         .subject_ref;

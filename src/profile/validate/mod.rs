@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::frame::FrameSpec;
-use super::spec::{DecodeSpec, FieldSpec, Match, Profile, RawProfile, RequestSpec, Role};
+use super::spec::{
+    DecodeSpec, FieldSpec, Match, Profile, RawProfile, RequestSpec, Role, SubjectHash,
+};
 use crate::codec::binary::BinType;
 use crate::codec::parse_hex;
 use crate::gatt;
@@ -164,6 +166,7 @@ fn validate(src: &SourceText, raw: RawProfile, problems: &mut Vec<Problem>) -> P
         decode: raw.decode.into_inner(),
         fields: raw.fields.into_iter().map(Spanned::into_inner).collect(),
         ignore: raw.ignore,
+        session_end: raw.session_end,
         request: raw.request.map(Spanned::into_inner),
         tests,
     }
@@ -401,11 +404,25 @@ fn validate_field(
             }
         }
     }
-    if (f.check.is_some() || f.hash.is_some()) && f.role != Role::Subject {
+    if (f.check.is_some() || f.hash.is_some() || f.pattern.is_some()) && f.role != Role::Subject {
         push(
             Some(span.clone()),
-            format!("{label}: check and hash apply to role = \"subject\" only"),
+            format!("{label}: check, pattern and hash apply to role = \"subject\" only"),
             "move them to the subject field",
+        );
+    }
+    if f.check.is_some() && f.pattern.is_some() {
+        push(
+            at("pattern"),
+            format!("{label}: both check and pattern are set"),
+            "keep check = \"cn_resident_id\" for resident ID numbers, pattern for other ids",
+        );
+    }
+    if f.hash == Some(SubjectHash::Sha256) {
+        push(
+            at("hash"),
+            format!("{label}: hash = \"sha256\" is refused: an unkeyed hash of an ID number is undone in seconds by hashing every possible number"),
+            "remove the hash line: every subject is sent as a keyed pseudonym (HMAC-SHA256 with the site key set in [identity] key_file)",
         );
     }
     if !f.scale.is_finite() || f.scale == 0.0 || !f.add.is_finite() {

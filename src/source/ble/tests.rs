@@ -155,6 +155,7 @@ fn strap_context(
             transport: Transport::Ble,
         },
         profile_rx,
+        crate::profile::DecodeContext::default(),
         stats.device("strap-1"),
         records_tx,
     );
