@@ -49,9 +49,16 @@ fn demo_delivers_two_device_kinds_to_mosquitto_as_documented() {
         [
             "grip-dynamometer-stx-etx",
             "heart-rate-band-hub-json",
-            "height-weight-kv-line"
+            "height-weight-kv-line",
+            "qr-scanner-resident-id-line"
         ]
     );
+    // The scanner's records are the station's sessions.
+    assert!(received
+        .records
+        .iter()
+        .filter(|r| r.profile_id == "qr-scanner-resident-id-line")
+        .all(|r| r.session.is_some()));
     for (topic, payload) in received.raw.iter().filter(|(t, _)| t.contains("/records/")) {
         let record: Record = serde_json::from_slice(payload).unwrap();
         assert_eq!(
