@@ -50,6 +50,11 @@ impl IdProblem {
     }
 }
 
+/// ISO 7064 MOD 11-2: the weight of each of the 17 digits, and the check
+/// character for each remainder of their weighted sum.
+const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+const CHECK: &[u8; 11] = b"10X98765432";
+
 /// Province-level codes: the first two digits of a region code.
 const PROVINCES: &[u8] = &[
     11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
@@ -108,8 +113,6 @@ pub fn cn_resident_id(id: &str, today: Option<NaiveDate>) -> Result<(), IdProble
     if today.is_some_and(|t| birth > t) {
         return Err(IdProblem::FutureBirth);
     }
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const CHECK: &[u8; 11] = b"10X98765432";
     let sum: u32 = b[..17]
         .iter()
         .zip(WEIGHTS)
@@ -124,8 +127,6 @@ pub fn cn_resident_id(id: &str, today: Option<NaiveDate>) -> Result<(), IdProble
 /// A made-up resident ID number with a correct check digit, for the demo
 /// and the tests: region, birth date and sequence as given.
 pub fn make_cn_resident_id(region: &str, birth: &str, sequence: &str) -> String {
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const CHECK: &[u8; 11] = b"10X98765432";
     let body = format!("{region}{birth}{sequence}");
     let sum: u32 = body
         .bytes()
