@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
 
 /// A running embedded broker.
 #[derive(Debug, Clone, Copy)]
@@ -137,19 +137,25 @@ fn try_connect(port: u16, account: Option<(&str, &str)>) -> std::io::Result<bool
 }
 
 /// A broker for the site's LAN devices, configured from `[lan]`: listens on
-/// the configured addresses, with one account a device (none: anonymous),
+/// the configured addresses (and with TLS on the `tls_listen` ones), with one account a device (none: anonymous),
 /// and limits on connections, payload size and in-flight messages.
 pub fn lan(lan: &crate::config::EmbeddedLan) -> Broker {
     let auth = (!lan.users.is_empty()).then(|| lan.users.clone());
-    let servers = lan
-        .listen
-        .iter()
+    let tls = lan.tls.as_ref().map(|t| TlsConfig::Rustls {
+        capath: None,
+        certpath: t.cert_file.display().to_string(),
+        keypath: t.key_file.display().to_string(),
+    });
+    let plain = lan.listen.iter().map(|addr| (*addr, None));
+    let secure = (lan.tls_listen.iter()).filter_map(|addr| Some((*addr, Some(tls.clone()?))));
+    let servers = plain
+        .chain(secure)
         .enumerate()
-        .map(|(i, addr)| {
+        .map(|(i, (addr, tls))| {
             let settings = ServerSettings {
                 name: format!("lan-{i}"),
-                listen: *addr,
-                tls: None,
+                listen: addr,
+                tls,
                 next_connection_delay_ms: 1,
                 connections: ConnectionSettings {
                     connection_timeout_ms: 10_000,

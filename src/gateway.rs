@@ -69,6 +69,9 @@ pub async fn run(
     let stages = Stages::start(&config, &profiles, &handle, outbox)?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     info!(message = "Gateway running.", gateway = %config.gateway_id, devices = config.devices.len());
+    for warning in &config.warnings {
+        tracing::warn!(message = "Configuration warning.", warning = %warning);
+    }
     shutdown.await;
     Ok(stages.drain().await)
 }

@@ -287,6 +287,17 @@ pub fn render(r: &Report) -> String {
         "records  accepted {}, acknowledged {}, republished {}, refused {}, dropped {}, expired {}, buffer errors {}",
         c.records_accepted, c.records_acked, c.records_republished, c.records_refused, c.records_dropped_oldest, c.records_expired, c.buffer_errors
     );
+    if let (false, Some(why)) = (r.uplink_connected, &c.uplink_error) {
+        let _ = writeln!(out, "         {why}");
+    }
+    for (whose, at) in [
+        ("this gateway's client", &c.uplink_client_cert_expires),
+        ("the broker's", &c.uplink_server_cert_expires),
+    ] {
+        if let Some(at) = at {
+            let _ = writeln!(out, "tls      {whose} certificate expires {at}");
+        }
+    }
     if let Some(aside) = &c.buffer_moved_aside {
         let _ = writeln!(
             out,

@@ -76,6 +76,12 @@ pub struct Stats {
     pub readings_unbound: AtomicU64,
     /// Recent times from a LAN message's arrival to its record being durable.
     lan_durable_ms: Mutex<std::collections::VecDeque<u64>>,
+    /// Why the uplink last failed to connect, until it connects.
+    pub uplink_error: Mutex<Option<String>>,
+    /// Expiry (unix seconds, 0: none) of the uplink's client certificate and
+    /// of the broker's certificate seen at the last TLS handshake.
+    pub uplink_client_cert_expires: std::sync::atomic::AtomicI64,
+    pub uplink_server_cert_expires: std::sync::atomic::AtomicI64,
     /// Where an unreadable buffer was moved at start, if it was.
     pub buffer_moved_aside: Mutex<Option<String>>,
     /// Why Bluetooth LE devices cannot be reached, while they cannot.
@@ -94,6 +100,15 @@ pub struct Snapshot {
     pub records_republished: u64,
     pub uplink_connects: u64,
     pub uplink_connected: bool,
+    /// Why the uplink cannot connect, while it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_error: Option<String>,
+    /// When the uplink's client certificate expires (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_client_cert_expires: Option<String>,
+    /// When the broker's certificate expires, as seen at the last handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_server_cert_expires: Option<String>,
     pub buffer_errors: u64,
     pub profile_reload_errors: u64,
     pub records_expired: u64,
@@ -159,6 +174,9 @@ impl Stats {
             records_republished: self.records_republished.load(Relaxed),
             uplink_connects: self.uplink_connects.load(Relaxed),
             uplink_connected: self.uplink_connected.load(Relaxed),
+            uplink_error: self.uplink_error.lock().ok().and_then(|e| e.clone()),
+            uplink_client_cert_expires: expiry(&self.uplink_client_cert_expires),
+            uplink_server_cert_expires: expiry(&self.uplink_server_cert_expires),
             buffer_errors: self.buffer_errors.load(Relaxed),
             profile_reload_errors: self.profile_reload_errors.load(Relaxed),
             records_expired: self.records_expired.load(Relaxed),
@@ -195,6 +213,12 @@ impl Stats {
                 .collect(),
         }
     }
+}
+
+/// A certificate expiry kept as unix seconds, as RFC 3339.
+fn expiry(at: &std::sync::atomic::AtomicI64) -> Option<String> {
+    let at = at.load(Relaxed);
+    (at != 0).then(|| crate::tls::rfc3339(at))
 }
 
 fn is_zero(n: &u64) -> bool {

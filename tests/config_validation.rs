@@ -55,7 +55,7 @@ fn the_shipped_example_config_is_valid_apart_from_its_paths() {
             &profiles_dir().display().to_string(),
         );
     // The unit hands the password over as a systemd credential.
-    std::fs::write(dir.path().join("upstream.password"), "secret\n").unwrap();
+    common::write_private(&dir.path().join("upstream.password"), "secret\n");
     common::identity_section(dir.path());
     let config = dir.path().join("fitedge.toml");
     std::fs::write(&config, text).unwrap();
@@ -439,4 +439,145 @@ fn an_unkeyed_sha256_subject_is_refused_with_why() {
     assert!(!out.status.success());
     assert!(stderr.contains("hash = \"sha256\" is refused"), "{stderr}");
     assert!(stderr.contains("keyed pseudonym"), "{stderr}");
+}
+
+/// `check`'s output for `config` with `extra` appended and `upstream`
+/// lines added to `[upstream]`.
+fn check_with(dir: &Path, upstream: &str, extra: &str) -> (i32, String, String) {
+    let config = one_serial_device(dir, "height-weight-kv-line");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = match upstream.strip_prefix("port = ") {
+        Some(port) => text.replace("port = 1883\n", &format!("port = {port}\n")),
+        None => text.replace("[upstream]\n", &format!("[upstream]\n{upstream}\n")),
+    };
+    std::fs::write(&config, format!("{text}\n{extra}\n")).unwrap();
+    check(&config)
+}
+
+#[test]
+fn secret_files_must_be_private_and_hold_something() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("upstream.password");
+    let naming = format!(
+        "username = \"gw\"\npassword_file = \"{}\"",
+        password.display()
+    );
+
+    std::fs::write(&password, "secret\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) = check_with(dir.path(), &naming, "");
+    assert_eq!(code, 78, "a world-readable password file is refused");
+    assert!(
+        stderr.contains("readable by group or others (mode 644)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", password.display())),
+        "{stderr}"
+    );
+
+    for empty in ["", " \n\n"] {
+        common::write_private(&password, empty);
+        let (code, _, stderr) = check_with(dir.path(), &naming, "");
+        assert_eq!(code, 78, "an empty password file is refused");
+        assert!(
+            stderr.contains("upstream.password: it is empty"),
+            "{stderr}"
+        );
+    }
+    common::write_private(&password, "secret\n");
+    let (code, stdout, stderr) = check_with(dir.path(), &naming, "");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
+    let users = dir.path().join("lan-users");
+    std::fs::write(&users, "hub:pw\n").unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let lan = format!(
+        "[lan]\ntype = \"embedded\"\nlisten = [\"127.0.0.1:1884\"]\nusers_file = \"{}\"",
+        users.display()
+    );
+    let (code, _, stderr) = check_with(dir.path(), &naming, &lan);
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", users.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tls_files_are_loaded_and_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::Ca::new(dir.path(), "platform-ca");
+    let other = common::Ca::new(dir.path(), "other-ca");
+    let client = ca.issue("gateway", &["gw"], common::Use::Client);
+    let stranger = other.issue("stranger", &["gw"], common::Use::Client);
+    let expired = ca.issue("expired", &["gw"], common::Use::ExpiredClient);
+    let soon = ca.issue("soon", &["gw"], common::Use::ClientExpiringSoon);
+    let table = |cert: &Path, key: &Path| {
+        format!(
+            "[upstream.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+            ca.cert.display(),
+            cert.display(),
+            key.display()
+        )
+    };
+    let tls_port = "port = 8883";
+
+    let (code, stdout, stderr) =
+        check_with(dir.path(), tls_port, &table(&client.cert, &client.key));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stdout.contains("warning"), "{stdout}");
+
+    let (code, _, stderr) = check_with(dir.path(), tls_port, &table(&client.cert, &stranger.key));
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("is not the key of the certificate"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = check_with(dir.path(), tls_port, &table(&expired.cert, &expired.key));
+    assert_eq!(code, 78);
+    assert!(stderr.contains("expired on 2021-01-01"), "{stderr}");
+
+    let (code, stdout, stderr) = check_with(dir.path(), tls_port, &table(&soon.cert, &soon.key));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("warning:") && stdout.contains("expires in 9 days")
+            || stdout.contains("expires in 10 days"),
+        "{stdout}"
+    );
+
+    std::fs::set_permissions(&client.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) = check_with(dir.path(), tls_port, &table(&client.cert, &client.key));
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", client.key.display())),
+        "{stderr}"
+    );
+
+    let half = format!("[upstream.tls]\ncert_file = \"{}\"", client.cert.display());
+    let (code, _, stderr) = check_with(dir.path(), tls_port, &half);
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("cert_file and key_file go together"),
+        "{stderr}"
+    );
+
+    let missing = "[upstream.tls]\nca_file = \"/nonexistent/ca.pem\"";
+    let (code, _, stderr) = check_with(dir.path(), tls_port, missing);
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains("cannot read /nonexistent/ca.pem"),
+        "{stderr}"
+    );
+
+    // The port says TLS, the config does not.
+    let (code, stdout, _) = check_with(dir.path(), tls_port, "");
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("warning:") && stdout.contains("port 8883 is MQTT over TLS"),
+        "{stdout}"
+    );
 }

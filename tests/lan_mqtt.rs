@@ -18,11 +18,10 @@ const HUB_PASSWORD: &str = "hub-secret";
 /// A gateway config with one band hub on the LAN side (`lan` is the
 /// `[lan]` table's body).
 fn hub_config(dir: &Path, upstream: u16, lan: &str) -> PathBuf {
-    std::fs::write(
-        dir.join("lan-users"),
-        format!("{HUB_USER}:{HUB_PASSWORD}\nspare:other\n"),
-    )
-    .unwrap();
+    common::write_private(
+        &dir.join("lan-users"),
+        &format!("{HUB_USER}:{HUB_PASSWORD}\nspare:other\n"),
+    );
     let config = common::write_config(dir, upstream, &[]);
     let mut text = std::fs::read_to_string(&config).unwrap();
     text = text.replace("[upstream]", &format!("[lan]\n{lan}\n\n[upstream]"));
@@ -51,7 +50,21 @@ struct Device {
 
 impl Device {
     fn connect(port: u16, id: &str, user: &str, password: &str) -> Device {
-        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        Device::connect_with(MqttOptions::new(id, "127.0.0.1", port), user, password)
+    }
+
+    /// Over TLS, trusting the certificates in `ca` (PEM).
+    fn connect_tls(port: u16, id: &str, user: &str, password: &str, ca: &Path) -> Device {
+        let mut options = MqttOptions::new(id, "localhost", port);
+        options.set_transport(rumqttc::Transport::tls(
+            std::fs::read(ca).unwrap(),
+            None,
+            None,
+        ));
+        Device::connect_with(options, user, password)
+    }
+
+    fn connect_with(mut options: MqttOptions, user: &str, password: &str) -> Device {
         options
             .set_credentials(user, password)
             .set_keep_alive(Duration::from_secs(30))
@@ -104,6 +117,101 @@ fn rss_kb(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// A device that speaks MQTT over TLS reaches the embedded broker's TLS
+/// listener (with its account), and its readings go upstream; the plain
+/// listener beside it keeps working.
+#[test]
+fn a_device_over_tls_reaches_the_embedded_broker() {
+    let upstream = broker();
+    let platform = Platform::subscribe(upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::Ca::new(dir.path(), "site-ca");
+    let server = ca.issue("gateway-lan", &["localhost"], common::Use::Server);
+    let (plain, secure) = (free_port(), free_port());
+    let lan = format!(
+        "{}\ntls_listen = [\"127.0.0.1:{secure}\"]\n\n[lan.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"",
+        embedded(plain),
+        server.cert.display(),
+        server.key.display()
+    );
+    let config = hub_config(dir.path(), upstream, &lan);
+    let daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "LAN broker listening.");
+    let hub = Device::connect_tls(secure, "hub-tls", HUB_USER, HUB_PASSWORD, &ca.cert);
+    hub.outcome().expect("the hub connects over TLS");
+    let stranger = Device::connect_tls(secure, "hub-bad", HUB_USER, "wrong", &ca.cert);
+    assert!(stranger.outcome().is_err(), "accounts hold over TLS too");
+    let mut rng = fastrand::Rng::with_seed(21);
+    for seq in 0..20u64 {
+        let frame = fitedge::sim::band_message(1 + (seq % 4) as u32, seq, &mut rng);
+        hub.client
+            .publish("hub/hr-hub-1/hr", QoS::AtLeastOnce, false, frame.bytes)
+            .unwrap();
+    }
+    assert!(
+        platform.wait_until(Duration::from_secs(20), |r| r.records.len() >= 20),
+        "{} of 20 over TLS:\n{}",
+        platform.record_count(),
+        daemon.log_text()
+    );
+    let plain_hub = Device::connect(plain, "hub-plain", HUB_USER, HUB_PASSWORD);
+    plain_hub
+        .outcome()
+        .expect("the plain listener still serves");
+}
+
+/// Subscribe mode over TLS to a site broker (mosquitto) that requires a
+/// client certificate and an account.
+#[test]
+fn subscribing_to_the_site_broker_over_mutual_tls() {
+    if !common::have_mosquitto() {
+        return;
+    }
+    let upstream = broker();
+    let platform = Platform::subscribe(upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::Ca::new(dir.path(), "site-ca");
+    let server = ca.issue("site-broker", &["localhost"], common::Use::Server);
+    let client = ca.issue("gateway", &["gw-test"], common::Use::Client);
+    let site = common::MosquittoTls::start(
+        dir.path(),
+        common::TlsListener {
+            ca: &ca,
+            server: &server,
+            require_certificate: true,
+            account: Some(("fitedge", "site-secret")),
+        },
+    );
+    common::write_private(&dir.path().join("site.password"), "site-secret\n");
+    let lan = format!(
+        "type = \"subscribe\"\nhost = \"localhost\"\nport = {}\nusername = \"fitedge\"\npassword_file = \"site.password\"\n\n[lan.tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+        site.tls,
+        ca.cert.display(),
+        client.cert.display(),
+        client.key.display()
+    );
+    let config = hub_config(dir.path(), upstream, &lan);
+    let daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "Subscribed to the site's MQTT broker.");
+    std::thread::sleep(Duration::from_millis(300));
+    // The hub publishes on the site broker's plain listener.
+    let hub = Device::connect(site.plain, "site-hub", "x", "y");
+    hub.outcome().unwrap();
+    let mut rng = fastrand::Rng::with_seed(41);
+    for seq in 1..=20u64 {
+        let frame = fitedge::sim::band_message((seq % 5 + 1) as u32, seq, &mut rng);
+        hub.client
+            .publish("hub/hr-hub-1/hr", QoS::AtLeastOnce, false, frame.bytes)
+            .unwrap();
+    }
+    assert!(
+        platform.wait_until(Duration::from_secs(20), |r| r.records.len() >= 20),
+        "{} of 20 through the TLS site broker:\n{}",
+        platform.record_count(),
+        daemon.log_text()
+    );
 }
 
 #[test]

@@ -88,6 +88,9 @@ pub(super) fn check(path: &Path) -> ExitCode {
                 config.devices.len(),
                 profiles.len()
             );
+            for warning in &config.warnings {
+                println!("warning: {warning}");
+            }
             for device in &config.devices {
                 let config::DeviceTransport::Serial(s) = &device.transport else {
                     continue;

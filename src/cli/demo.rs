@@ -190,6 +190,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             reconnect_max: Duration::from_secs(5),
             backlog_per_second: 100,
             stall: Duration::from_secs(300),
+            tls: None,
         },
         buffer: Buffer {
             dir: buffer_dir.join("outbox"),
@@ -210,6 +211,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             operators: vec![],
             idle_timeout: Duration::from_secs(60),
         }],
+        warnings: vec![],
     };
 
     println!("fitedge demo: platform broker is {which} at mqtt://{host}:{port}; `fitedge status` shows the gateway while it runs");
@@ -369,6 +371,8 @@ fn lan_broker(port: u16, devices: &mut Vec<Device>) -> Option<crate::config::Lan
         max_connections: 16,
         max_payload_bytes: 16 * 1024,
         max_inflight: 100,
+        tls_listen: vec![],
+        tls: None,
     }))
 }
 

@@ -4,18 +4,21 @@
 //! upstream `password_file` (where `${NAME}` is expanded from the
 //! environment, for systemd's `CREDENTIALS_DIRECTORY`), and the LAN
 //! broker's `users_file` or the site broker's `password_file`, and the
-//! pseudonym keys of `[identity]` (which must be readable by their owner
-//! only). They are read here, after every section is checked, into the
-//! draft config.
+//! pseudonym keys of `[identity]` and the TLS files of the `tls` tables.
+//! Every secret file must be readable by its owner only ([`secret`]).
+//! They are read here, after every section is checked, into the draft
+//! config.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::raw::{RawConfig, RawIdentity, Section};
-use super::{resolve, span, Draft, Lan};
+use super::{resolve, span, tls, Draft, Lan};
 use crate::identity::{Key, KeyFileError, Keyring, MIN_KEY_BYTES};
 use crate::problem::{Problem, SourceText};
+use crate::secret::{self, SecretError};
+use crate::tls::{ClientTls, ServerTls};
 
 /// Reads the files the config names into `draft`.
 pub(super) fn apply(
@@ -28,6 +31,7 @@ pub(super) fn apply(
     if let Section::Read(identity) = &raw.identity {
         draft.identity = read_keys(src, base, identity, problems).map(Some);
     }
+    let warnings = &mut draft.warnings;
     if let (Some(up), Some(upstream)) = (&raw.upstream, &mut draft.upstream) {
         upstream.password = up.password_file.as_ref().and_then(|file| {
             let path = match expand_env(file.get_ref()) {
@@ -37,16 +41,26 @@ pub(super) fn apply(
                     return None;
                 }
             };
-            read_password(&path)
+            secret::read_password(&path)
                 .map_err(|e| {
                     problems.push(src.problem(
                         span(file),
-                        format!("cannot read password_file {}: {e}", path.display()),
-                        "create the file (mode 0600) holding only the password, or remove password_file",
+                        format!("password_file {}: {e}", path.display()),
+                        e.fix(&path),
                     ))
                 })
                 .ok()
         });
+        upstream.tls = (up.tls.as_ref())
+            .and_then(|t| tls::load(src, base, t, problems, warnings, ClientTls::load));
+        let hint = match (&up.tls, upstream.port) {
+            (Some(_), 1883) => Some("[upstream.tls] is set but port is 1883, MQTT's plain port; MQTT over TLS is usually 8883"),
+            (None, 8883) => Some("port 8883 is MQTT over TLS, but [upstream.tls] is not set: the gateway speaks plain MQTT; add [upstream.tls]"),
+            _ => None,
+        };
+        if let Some(hint) = hint {
+            warnings.push(src.problem(span(&up.port), hint, ""));
+        }
     }
     let (Section::Read(lan), Some(Some(drafted))) = (&raw.lan, &mut draft.lan) else {
         return;
@@ -57,29 +71,44 @@ pub(super) fn apply(
         Lan::Embedded(embedded) => {
             if let Some(file) = &l.users_file {
                 let path = resolve(base, file);
-                match std::fs::read_to_string(&path) {
+                match secret::read(&path).and_then(|bytes| {
+                    String::from_utf8(bytes)
+                        .map_err(|_| SecretError::Unreadable("it is not UTF-8 text".into()))
+                }) {
                     Ok(text) => embedded.users = read_users(&path, &text, problems),
                     Err(e) => problems.push(src.problem(
                         at("users_file"),
-                        format!("cannot read users_file {}: {e}", path.display()),
-                        "create it (mode 0600) with username:password lines",
+                        format!("users_file {}: {e}", path.display()),
+                        match e {
+                            SecretError::Empty | SecretError::Unreadable(_) => format!(
+                                "create {} (mode 0600) with username:password lines",
+                                path.display()
+                            ),
+                            e => e.fix(&path),
+                        },
                     )),
                 }
+            }
+            if !embedded.tls_listen.is_empty() {
+                embedded.tls = (l.tls.as_ref())
+                    .and_then(|t| tls::load(src, base, t, problems, warnings, ServerTls::load));
             }
         }
         Lan::Subscribe(subscribe) => {
             subscribe.password = l.password_file.as_ref().and_then(|file| {
                 let path = resolve(base, file);
-                read_password(&path)
+                secret::read_password(&path)
                     .map_err(|e| {
                         problems.push(src.problem(
                             at("password_file"),
-                            format!("cannot read password_file {}: {e}", path.display()),
-                            "create the file holding only the password",
+                            format!("password_file {}: {e}", path.display()),
+                            e.fix(&path),
                         ))
                     })
                     .ok()
             });
+            subscribe.tls = (l.tls.as_ref())
+                .and_then(|t| tls::load(src, base, t, problems, warnings, ClientTls::load));
         }
     }
 }
@@ -101,8 +130,8 @@ fn read_keys(
         };
         Key::read(&path)
             .map_err(|e| {
-                let fix = match e {
-                    KeyFileError::TooOpen(_) => format!("chmod 600 {}", path.display()),
+                let fix = match &e {
+                    KeyFileError::Secret(e @ (SecretError::TooOpen(_) | SecretError::NotAFile | SecretError::TooLarge)) => e.fix(&path),
                     _ => format!("create it (mode 0600) with at least {MIN_KEY_BYTES} random bytes, e.g. `head -c 32 /dev/urandom | base64 > {}`; every site of a county uses the same key (docs/stations.md)", path.display()),
                 };
                 problems.push(src.problem(span(file), format!("{what} {}: {e}", path.display()), fix))
@@ -122,11 +151,6 @@ fn read_keys(
         })),
         _ => None,
     }
-}
-
-/// A password file's content, without its line end.
-fn read_password(path: &Path) -> std::io::Result<String> {
-    std::fs::read_to_string(path).map(|p| p.trim_end_matches(['\r', '\n']).to_string())
 }
 
 /// `username:password` lines; blank lines and `#` comments are skipped.

@@ -18,23 +18,41 @@ pub(super) fn check_lan(
     let l = lan.get_ref();
     match l.kind {
         LanKind::Embedded => {
-            let mut listen = Vec::new();
-            for addr in &l.listen {
-                match addr.parse() {
-                    Ok(a) => listen.push(a),
-                    Err(_) => problems.push(src.problem(
-                        at("listen"),
-                        format!("lan listen address \"{addr}\" is not IP:PORT"),
-                        "e.g. \"0.0.0.0:1883\", or the LAN interface's own address",
-                    )),
+            let mut addresses = |key: &str, written: &[String], example: &str| {
+                let mut parsed = Vec::new();
+                for addr in written {
+                    match addr.parse() {
+                        Ok(a) => parsed.push(a),
+                        Err(_) => problems.push(src.problem(
+                            at(key),
+                            format!("lan {key} address \"{addr}\" is not IP:PORT"),
+                            format!("e.g. \"{example}\", or the LAN interface's own address"),
+                        )),
+                    }
                 }
-            }
-            if l.listen.is_empty() {
+                parsed
+            };
+            let listen = addresses("listen", &l.listen, "0.0.0.0:1883");
+            let tls_listen = addresses("tls_listen", &l.tls_listen, "0.0.0.0:8883");
+            if l.listen.is_empty() && l.tls_listen.is_empty() {
                 problems.push(src.problem(
                     at("type"),
                     "an embedded LAN broker needs listen addresses",
-                    "listen = [\"0.0.0.0:1883\"]",
+                    "listen = [\"0.0.0.0:1883\"] (and tls_listen = [\"0.0.0.0:8883\"] with [lan.tls])",
                 ));
+            }
+            match (l.tls_listen.is_empty(), &l.tls) {
+                (false, None) => problems.push(src.problem(
+                    at("tls_listen"),
+                    "tls_listen needs the broker's certificate",
+                    "add [lan.tls] with cert_file and key_file",
+                )),
+                (true, Some(table)) => problems.push(src.problem(
+                    super::span(table),
+                    "[lan.tls] of an embedded broker is used only with tls_listen",
+                    "add tls_listen = [\"0.0.0.0:8883\"] to [lan]",
+                )),
+                _ => {}
             }
             if l.users_file.is_none() && !l.allow_anonymous {
                 problems.push(src.problem(at("type"), "the LAN broker has no users_file", "give each device an account in users_file, or set allow_anonymous = true on a closed network"));
@@ -51,6 +69,8 @@ pub(super) fn check_lan(
                 max_connections: l.max_connections,
                 max_payload_bytes: l.max_payload_bytes,
                 max_inflight: l.max_inflight,
+                tls_listen,
+                tls: None,
             })
         }
         LanKind::Subscribe => {
@@ -71,6 +91,7 @@ pub(super) fn check_lan(
                     .unwrap_or_else(|| format!("fitedge-lan-{gateway_id}")),
                 username: l.username.clone(),
                 password: None,
+                tls: None,
             })
         }
     }

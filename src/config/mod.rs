@@ -24,6 +24,7 @@ mod profiles;
 mod raw;
 mod station;
 mod status;
+mod tls;
 mod upstream;
 
 #[cfg(test)]
@@ -60,6 +61,9 @@ pub struct Config {
     pub identity: Option<std::sync::Arc<crate::identity::Keyring>>,
     /// Devices grouped with the readers that say who is measured.
     pub stations: Vec<Station>,
+    /// What is worth saying but does not stop the gateway (a certificate
+    /// that expires soon); `fitedge check` prints them, the daemon logs them.
+    pub warnings: Vec<Problem>,
 }
 
 /// A `[[station]]`: devices, and the readers whose scans open sessions.
@@ -95,6 +99,9 @@ pub struct EmbeddedLan {
     pub max_connections: usize,
     pub max_payload_bytes: usize,
     pub max_inflight: usize,
+    /// TLS listeners, served with `tls`.
+    pub tls_listen: Vec<std::net::SocketAddr>,
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,6 +111,7 @@ pub struct SubscribeLan {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +133,8 @@ pub struct Upstream {
     /// Connected with records waiting but no PUBACK for this long: the
     /// gateway counts as stalled and stops feeding systemd's watchdog.
     pub stall: Duration,
+    /// `[upstream.tls]`: MQTT over TLS, read in the environment stage.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,6 +300,7 @@ struct Draft {
     /// `Some(None)` when `[identity]` is absent.
     identity: Option<Option<std::sync::Arc<crate::identity::Keyring>>>,
     stations: Vec<Station>,
+    warnings: Vec<Problem>,
 }
 
 impl Draft {
@@ -306,6 +317,7 @@ impl Draft {
             status_listen: self.status_listen?,
             identity: self.identity?,
             stations: self.stations,
+            warnings: self.warnings,
         })
     }
 }
@@ -363,6 +375,7 @@ fn check_sections(
         status_listen: status::check_status(src, &raw.status, problems),
         gateway_id,
         site_id,
+        warnings: Vec::new(),
     }
 }
 

@@ -134,6 +134,26 @@ pub(super) struct RawLan {
     pub username: Option<String>,
     #[serde(default)]
     pub password_file: Option<String>,
+    /// The embedded broker's TLS listeners.
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
+    #[serde(default)]
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+/// A `tls` table, the same keys wherever it appears (paths may use
+/// `${CREDENTIALS_DIRECTORY}`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<String>,
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 #[derive(Deserialize, PartialEq)]
@@ -189,6 +209,8 @@ pub(super) struct RawUpstream {
     pub backlog_per_second: Spanned<u32>,
     #[serde(default = "default_stall")]
     pub stall_seconds: Spanned<u64>,
+    #[serde(default)]
+    pub tls: Option<Spanned<RawTls>>,
 }
 
 fn default_stall() -> Spanned<u64> {

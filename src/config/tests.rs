@@ -134,11 +134,13 @@ fn mqtt_devices_need_a_lan_section_and_valid_accounts() {
         .message
         .contains("no [lan] section"));
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("users"),
-        "# accounts\nhub-1:secret\nbroken-line\n",
-    )
-    .unwrap();
+    let users = |text: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.path().join("users");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    users("# accounts\nhub-1:secret\nbroken-line\n");
     let lan = format!(
         "\n[lan]\ntype = \"embedded\"\nlisten = [\"127.0.0.1:1884\"]\nusers_file = \"{}\"\n",
         dir.path().join("users").display()
@@ -150,7 +152,7 @@ fn mqtt_devices_need_a_lan_section_and_valid_accounts() {
         (problems[0].line, problems[0].message.as_str()),
         (Some(3), "not a user:password line")
     );
-    std::fs::write(dir.path().join("users"), "hub-1:secret\n").unwrap();
+    users("hub-1:secret\n");
     let c = parse_str(&format!("{text}{mqtt}")).unwrap();
     let Some(Lan::Embedded(e)) = &c.lan else {
         panic!("embedded")

@@ -98,5 +98,6 @@ pub(super) fn check_upstream(
         reconnect_max: Duration::from_secs(max_s),
         backlog_per_second: *up.backlog_per_second.get_ref(),
         stall: Duration::from_secs(*up.stall_seconds.get_ref()),
+        tls: None,
     }
 }

@@ -45,16 +45,8 @@ impl Key {
     /// Reads a key file: its content without surrounding whitespace. The
     /// file must be readable by its owner only.
     pub fn read(path: &Path) -> Result<Key, KeyFileError> {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| KeyFileError::Unreadable(e.to_string()))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(KeyFileError::TooOpen(meta.permissions().mode() & 0o777));
-        }
-        let bytes = std::fs::read(path).map_err(|e| KeyFileError::Unreadable(e.to_string()))?;
+        let bytes = crate::secret::read(path)?;
         let trimmed = bytes.trim_ascii();
-        if trimmed.is_empty() {
-            return Err(KeyFileError::Empty);
-        }
         Key::new(trimmed).ok_or(KeyFileError::Short(trimmed.len()))
     }
 
@@ -70,12 +62,8 @@ impl Key {
 /// Why a key file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read it: {0}")]
-    Unreadable(String),
-    #[error("it is readable by group or others (mode {0:o})")]
-    TooOpen(u32),
-    #[error("it is empty")]
-    Empty,
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
     #[error("it holds {0} bytes; a key needs at least {MIN_KEY_BYTES}")]
     Short(usize),
 }
@@ -138,6 +126,7 @@ fn lower_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::SecretError;
 
     #[test]
     fn pseudonyms_are_hmac_sha256_with_the_documented_prefix() {
@@ -193,14 +182,20 @@ mod tests {
             Key::new(*b"0123456789abcdef0123").unwrap()
         );
         write("0123456789abcdef0123\n", 0o644);
-        assert_eq!(Key::read(&path), Err(KeyFileError::TooOpen(0o644)));
+        assert_eq!(
+            Key::read(&path),
+            Err(KeyFileError::Secret(SecretError::TooOpen(0o644)))
+        );
         write(" \n", 0o600);
-        assert_eq!(Key::read(&path), Err(KeyFileError::Empty));
+        assert_eq!(
+            Key::read(&path),
+            Err(KeyFileError::Secret(SecretError::Empty))
+        );
         write("short", 0o400);
         assert_eq!(Key::read(&path), Err(KeyFileError::Short(5)));
         assert!(matches!(
             Key::read(&dir.path().join("missing")),
-            Err(KeyFileError::Unreadable(_))
+            Err(KeyFileError::Secret(SecretError::Unreadable(_)))
         ));
     }
 }

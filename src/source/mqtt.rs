@@ -291,6 +291,11 @@ async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: Cance
     if let Some(user) = &lan.username {
         options.set_credentials(user.clone(), lan.password.clone().unwrap_or_default());
     }
+    if let Some(tls) = &lan.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.config.clone()),
+        ));
+    }
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let filters: Vec<String> = router
         .devices
@@ -332,7 +337,9 @@ async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: Cance
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let text = e.to_string();
+                    let text = (lan.tls.as_ref())
+                        .and_then(|t| crate::tls::explain(&e, "[lan.tls]", t.client_cert.is_some()))
+                        .unwrap_or_else(|| e.to_string());
                     if text != last_error {
                         warn!(message = "Cannot reach the site's MQTT broker; retrying.", host = %lan.host, port = lan.port, error = %text, stage = "source");
                         last_error = text;

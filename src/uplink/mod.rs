@@ -12,6 +12,9 @@
 //!   publishes, each with the set of records it carries);
 //! - this file: the I/O loop over rumqttc that drives both.
 //!
+//! With `[upstream.tls]` the connection is MQTT over TLS (rustls); a failed
+//! handshake is reported by its cause ([`crate::tls::explain`]).
+//!
 //! The retained status topic says "online" on connect, carries a heartbeat
 //! with the gateway's figures every `STATUS_EVERY`, and the last will says
 //! "offline".
@@ -23,7 +26,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
+    Transport,
+};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -127,6 +133,15 @@ impl Uplink {
         if let Some(user) = &u.username {
             options.set_credentials(user.clone(), u.password.clone().unwrap_or_default());
         }
+        if let Some(tls) = &u.tls {
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.config.clone(),
+            )));
+            let client_cert = tls.client_cert.map_or(0, |v| v.not_after);
+            self.stats
+                .uplink_client_cert_expires
+                .store(client_cert, Relaxed);
+        }
         let window = u.inflight_window as usize;
         let (client, mut eventloop) = AsyncClient::new(options, window * 2 + 8);
         let mut backoff = Backoff::new(u.reconnect_min, u.reconnect_max);
@@ -162,6 +177,7 @@ impl Uplink {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         connected = true;
                         last_error = None;
+                        self.note_connected(&u);
                         backoff.reset();
                         self.stats.uplink_connected.store(true, Relaxed);
                         self.stats.uplink_connects.fetch_add(1, Relaxed);
@@ -188,7 +204,14 @@ impl Uplink {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let text = e.to_string();
+                        let text = match &u.tls {
+                            Some(tls) => crate::tls::explain(&e, "[upstream.tls]", tls.client_cert.is_some()),
+                            None => None,
+                        }
+                        .unwrap_or_else(|| e.to_string());
+                        if let Ok(mut last) = self.stats.uplink_error.lock() {
+                            *last = Some(text.clone());
+                        }
                         if connected {
                             warn!(message = "Upstream connection lost; reconnecting.", error = %text, stage = "uplink");
                         } else if last_error.as_deref() != Some(text.as_str()) {
@@ -244,6 +267,16 @@ impl Uplink {
             message = "Uplink stopped.",
             unacknowledged = self.lock().pending()
         );
+    }
+
+    /// Clears the connect error and notes the broker certificate's expiry.
+    fn note_connected(&self, u: &Upstream) {
+        if let Ok(mut last) = self.stats.uplink_error.lock() {
+            *last = None;
+        }
+        if let Some(at) = u.tls.as_ref().and_then(|t| t.server_expiry()) {
+            self.stats.uplink_server_cert_expires.store(at, Relaxed);
+        }
     }
 
     /// The gateway's figures for the status topic.

@@ -10,12 +10,14 @@ mod config;
 mod daemon;
 mod platform;
 mod station;
+mod tls;
 
 pub use brokers::*;
 pub use config::*;
 pub use daemon::*;
 pub use platform::*;
 pub use station::*;
+pub use tls::*;
 
 pub const GATEWAY: &str = "gw-test";
 pub const SITE: &str = "site-test";
