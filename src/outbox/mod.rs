@@ -18,7 +18,7 @@ mod slot;
 
 pub use inspect::{disk_usage, export, inspect, Report};
 pub use slot::FORMAT_VERSION;
-use slot::{decode_slot, encode_slot, slot_key, split_slot, Meta, META_KEY};
+use slot::{decode_slot, encode_slot, released_slot, slot_key, split_slot, Meta, META_KEY};
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -147,6 +147,7 @@ pub struct Outbox {
 /// write failure) lets go of the file lock only when sled's flusher thread
 /// ends, so a held lock is waited for, briefly.
 fn open_db(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
+    private_dir(dir)?;
     let config = sled::Config::new()
         .path(dir)
         .cache_capacity(cache_bytes)
@@ -161,6 +162,22 @@ fn open_db(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
             result => return result,
         }
     }
+}
+
+/// Creates `dir` (and missing parents) readable by the gateway's user only,
+/// and closes up one left open by an older version: the buffer holds
+/// health records.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 impl Outbox {
@@ -323,6 +340,13 @@ impl Outbox {
         if meta == self.meta {
             return Ok(outcome);
         }
+        // Expired and dropped records: overwritten, unless a new record
+        // took their slot in this batch.
+        for seq in self.meta.tail..meta.tail {
+            if seq + meta.capacity >= meta.head {
+                batch.insert(&slot_key(seq, meta.capacity), &released_slot(seq)[..]);
+            }
+        }
         batch.insert(META_KEY, &meta.encode()[..]);
         self.db
             .apply_batch(batch)
@@ -365,6 +389,7 @@ impl Outbox {
                 .cache_capacity(self.options.cache_bytes)
                 .open()
                 .map_err(sled_err)?;
+            private_dir(&rebuild).map_err(io_err)?;
             let copy = sled::Config::new()
                 .path(&rebuild)
                 .cache_capacity(self.options.cache_bytes)
@@ -493,7 +518,8 @@ impl Outbox {
         }
     }
 
-    /// Releases record `seq` after its PUBACK. Acknowledging twice, or a
+    /// Releases record `seq` after its PUBACK: once every record before it
+    /// is released too, its slot is overwritten. Acknowledging twice, or a
     /// record already released, is harmless. The new tail is written but not
     /// synced: a crash can only make already-delivered records go again.
     pub fn ack(&mut self, seq: u64) -> Result<(), OutboxError> {
@@ -513,7 +539,16 @@ impl Outbox {
             self.meta.tail += 1;
         }
         if self.meta.tail != before {
-            self.write_meta()?;
+            // The delivered records leave the buffer: their slots are
+            // overwritten in the same batch that moves the tail.
+            let mut batch = sled::Batch::default();
+            for seq in before..self.meta.tail {
+                batch.insert(&slot_key(seq, self.meta.capacity), &released_slot(seq)[..]);
+            }
+            batch.insert(META_KEY, &self.meta.encode()[..]);
+            self.db
+                .apply_batch(batch)
+                .map_err(|source| self.sled_error(source))?;
         }
         Ok(())
     }

@@ -3,6 +3,10 @@
 //! Meta (36 bytes): `version u32 | capacity u64 | head u64 | tail u64 |
 //! bytes appended u64`. Slot (format 1): `seq u64 | boot id [16] | uptime ms
 //! u64 | device id length u8 | device id | record JSON`, integers big-endian.
+//! A released slot (its record acknowledged, expired or dropped) is
+//! overwritten with its `seq u64` alone, so the buffer keeps no health data
+//! it no longer needs (sled's log may still hold the old bytes until it
+//! reuses that segment; `docs/security.md` has the measurements).
 //! The record JSON carries its own schema id (`fitedge.record.v1`): the slot
 //! stores the versioned record, and the uplink's payload encoder decides what
 //! goes on the wire.
@@ -76,6 +80,11 @@ impl Meta {
 
 pub(super) fn slot_key(seq: u64, capacity: u64) -> [u8; 8] {
     (seq % capacity).to_be_bytes()
+}
+
+/// What a released slot holds: its sequence number, nothing of the record.
+pub(super) fn released_slot(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
 }
 
 /// The slot for a record (its header, then the record's JSON) and the size

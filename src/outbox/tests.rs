@@ -282,3 +282,125 @@ fn a_slot_whose_record_is_unreadable_or_misnumbered_reads_as_corrupt() {
         "the age comes from the header alone"
     );
 }
+
+/// The raw value of slot `seq`.
+fn raw_slot(o: &Outbox, seq: u64) -> Vec<u8> {
+    o.db.get(slot_key(seq, o.meta.capacity))
+        .unwrap()
+        .expect("a slot")
+        .to_vec()
+}
+
+/// Occurrences of `needle` in the files of the buffer directory.
+fn on_disk(dir: &Path, needle: &[u8]) -> usize {
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            count += bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        }
+    }
+    count
+}
+
+#[test]
+fn released_slots_hold_nothing_of_their_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open(dir.path(), options(64, FullPolicy::DropOldest)).unwrap();
+    let mut batch = records(10);
+    for r in &mut batch {
+        r.device_id = "marker-device-0042".into();
+    }
+    o.append(&mut batch).unwrap();
+    for seq in [1, 0, 2, 3, 4, 5] {
+        o.ack(seq).unwrap();
+    }
+    for seq in 0..6 {
+        assert_eq!(
+            raw_slot(&o, seq),
+            seq.to_be_bytes(),
+            "slot {seq} is released"
+        );
+    }
+    for seq in 6..10 {
+        let stored = decode_slot(seq, &raw_slot(&o, seq)).expect("unreleased slots read");
+        assert_eq!(stored.record.device_id, "marker-device-0042");
+    }
+    assert_eq!(seqs(&o.read(0, 100).unwrap()), vec![6, 7, 8, 9]);
+    // Still so after a reopen.
+    drop(o);
+    let o = Outbox::open(dir.path(), options(64, FullPolicy::DropOldest)).unwrap();
+    assert_eq!(raw_slot(&o, 3), 3u64.to_be_bytes());
+    assert_eq!(o.tail(), 6);
+
+    // Expired records are released too.
+    let dir = tempfile::tempdir().unwrap();
+    let mut aged = options(64, FullPolicy::DropOldest);
+    aged.max_age = Some(std::time::Duration::from_millis(1));
+    let mut o = Outbox::open(dir.path(), aged).unwrap();
+    o.append(&mut records(3)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = o.append(&mut records(1)).unwrap();
+    assert_eq!(out.expired, 3);
+    for seq in 0..3 {
+        assert_eq!(raw_slot(&o, seq), seq.to_be_bytes(), "expired slot {seq}");
+    }
+    assert!(decode_slot(3, &raw_slot(&o, 3)).is_ok());
+}
+
+/// What sled's files keep of released records: overwriting a slot writes a
+/// new value to the log; the old bytes stay in their segment until sled
+/// reuses it. Prints the counts (`cargo test -- --nocapture released`);
+/// `docs/security.md` records them.
+#[test]
+fn released_records_in_sleds_files_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open(dir.path(), options(1000, FullPolicy::DropOldest)).unwrap();
+    let marker = b"marker-device-0043";
+    let mut batch = records(100);
+    for r in &mut batch {
+        r.device_id = String::from_utf8(marker.to_vec()).unwrap();
+    }
+    o.append(&mut batch).unwrap();
+    let stored = on_disk(dir.path(), marker);
+    for seq in 0..100 {
+        o.ack(seq).unwrap();
+    }
+    o.sync().unwrap();
+    let after_ack = on_disk(dir.path(), marker);
+    // Later traffic, acknowledged as it goes.
+    let mut churned = 0;
+    let mut curve = Vec::new();
+    for round in 1..=40 {
+        let out = o.append(&mut records(500)).unwrap();
+        for seq in out.accepted {
+            o.ack(seq).unwrap();
+        }
+        churned += 500;
+        if round % 4 == 0 {
+            o.sync().unwrap();
+            curve.push(format!("{churned}: {}", on_disk(dir.path(), marker)));
+        }
+    }
+    println!(
+        "released records in sled's files: {stored} copies of 100 records when stored, {after_ack} after their acknowledgement; after more records: {}",
+        curve.join(", ")
+    );
+    assert!(stored >= 100, "the measure finds stored records");
+}
+
+#[test]
+fn the_buffer_directory_is_the_gateways_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("state/buffer");
+    drop(Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap());
+    assert_eq!(mode(&dir), 0o700, "created 0700");
+    assert_eq!(mode(&root.path().join("state")), 0o700, "with its parents");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    drop(Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap());
+    assert_eq!(mode(&dir), 0o700, "an open one is closed up");
+}
