@@ -18,6 +18,12 @@ mod slot;
 
 pub use inspect::{disk_usage, export, inspect, Report};
 pub use slot::FORMAT_VERSION;
+
+/// Decodes the bytes of record `seq`'s slot as the uplink reads them; the
+/// error says what is wrong. (The entry point for fuzzing the stored form.)
+pub fn decode_slot_bytes(seq: u64, value: &[u8]) -> Result<Stored, String> {
+    decode_slot(seq, value)
+}
 use slot::{decode_slot, encode_slot, released_slot, slot_key, split_slot, Meta, META_KEY};
 
 use std::collections::BTreeSet;

@@ -18,7 +18,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::oneshot;
@@ -239,7 +239,7 @@ async fn embedded_broker(
         tokio::select! {
             notification = link_rx.next() => match notification {
                 Ok(Some(Notification::Forward(forward))) => {
-                    let received = Instant::now();
+                    let received = std::time::Instant::now();
                     let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
                     let (done, durable) = oneshot::channel();
                     match router.route(&topic, &forward.publish.payload, done).await {
