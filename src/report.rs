@@ -293,6 +293,7 @@ pub fn render(r: &Report) -> String {
     for (whose, at) in [
         ("this gateway's client", &c.uplink_client_cert_expires),
         ("the broker's", &c.uplink_server_cert_expires),
+        ("the LAN broker's", &c.lan_cert_expires),
     ] {
         if let Some(at) = at {
             let _ = writeln!(out, "tls      {whose} certificate expires {at}");

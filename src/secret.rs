@@ -50,21 +50,27 @@ impl SecretError {
 /// Reads a secret file whole. Whitespace around the content does not
 /// count: a file of blanks and line ends is empty.
 pub fn read(path: &Path) -> Result<Vec<u8>, SecretError> {
-    use std::os::unix::fs::PermissionsExt;
-    // Metadata first: opening a FIFO would wait for a writer.
-    let meta = std::fs::metadata(path).map_err(|e| SecretError::Unreadable(e.to_string()))?;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let unreadable = |e: std::io::Error| SecretError::Unreadable(e.to_string());
+    // Non-blocking, so a FIFO does not wait for a writer; then the checks
+    // are made on what was opened, not on the path again.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
     if !meta.is_file() {
         return Err(SecretError::NotAFile);
     }
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if !private(&file, mode) {
         return Err(SecretError::TooOpen(mode));
     }
-    let file = std::fs::File::open(path).map_err(|e| SecretError::Unreadable(e.to_string()))?;
     let mut bytes = Vec::new();
     file.take(MAX_SECRET_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| SecretError::Unreadable(e.to_string()))?;
+        .map_err(unreadable)?;
     if bytes.len() as u64 > MAX_SECRET_BYTES {
         return Err(SecretError::TooLarge);
     }
@@ -72,6 +78,67 @@ pub fn read(path: &Path) -> Result<Vec<u8>, SecretError> {
         return Err(SecretError::Empty);
     }
     Ok(bytes)
+}
+
+/// Whether only the owner, and this process's user, can read the file.
+/// With a POSIX ACL the group bits of `mode` are the ACL's mask, not a
+/// group's access: systemd hands a credential to the service's user as a
+/// root-owned 0400 file with an ACL entry for that user (mode shows 0440),
+/// and an installer may do the same with `setfacl -m u:fitedge:r`.
+fn private(file: &std::fs::File, mode: u32) -> bool {
+    if mode & 0o077 == 0 {
+        return true;
+    }
+    if mode & 0o007 != 0 {
+        return false;
+    }
+    let Some(entries) = access_acl(file) else {
+        return false;
+    };
+    // Tags of Linux's xattr ACL format (linux/posix_acl_xattr.h).
+    const USER: u16 = 0x02;
+    const GROUP_OBJ: u16 = 0x04;
+    const GROUP: u16 = 0x08;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    let mask = (entries.iter()).find(|e| e.0 == MASK).map_or(0o7, |e| e.1);
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    entries.iter().all(|&(tag, perm, id)| match tag {
+        OTHER => perm == 0,
+        GROUP_OBJ | GROUP => perm & mask == 0,
+        USER => id == me || perm & mask == 0,
+        _ => true,
+    })
+}
+
+/// The file's access ACL as (tag, permissions, id) entries; `None` when it
+/// has none.
+fn access_acl(file: &std::fs::File) -> Option<Vec<(u16, u16, u32)>> {
+    use std::os::fd::AsRawFd;
+    let name = c"system.posix_acl_access";
+    let mut buf = [0u8; 1024];
+    // SAFETY: the buffer outlives the call and its length is passed.
+    let len = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let body = buf.get(4..usize::try_from(len).ok()?)?;
+    let entries = body
+        .chunks_exact(8)
+        .map(|e| {
+            (
+                u16::from_le_bytes([e[0], e[1]]),
+                u16::from_le_bytes([e[2], e[3]]),
+                u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+            )
+        })
+        .collect();
+    Some(entries)
 }
 
 /// A password file's content: its first line, without the line end.
@@ -90,6 +157,73 @@ pub fn read_password(path: &Path) -> Result<String, SecretError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Sets an access ACL on `path`: (tag, perm, id) entries. `false` where
+    /// the filesystem has no ACLs.
+    fn set_acl(path: &Path, entries: &[(u16, u16, u32)]) -> bool {
+        let mut blob = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            blob.extend_from_slice(&tag.to_le_bytes());
+            blob.extend_from_slice(&perm.to_le_bytes());
+            blob.extend_from_slice(&id.to_le_bytes());
+        }
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid C strings and a buffer with its length.
+        let rc = unsafe {
+            libc::setxattr(
+                c.as_ptr(),
+                c"system.posix_acl_access".as_ptr(),
+                blob.as_ptr().cast(),
+                blob.len(),
+                0,
+            )
+        };
+        rc == 0
+    }
+
+    /// A systemd credential: root's 0400 file with an ACL entry granting
+    /// the service's user read access (mode then shows 0440).
+    #[test]
+    fn a_credential_readable_through_an_acl_by_this_user_only_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upstream.password");
+        write(&path, "s3cret\n", 0o400);
+        // SAFETY: no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let granted = [
+            (0x01, 4, u32::MAX),
+            (0x02, 4, me),
+            (0x04, 0, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ];
+        if !set_acl(&path, &granted) {
+            eprintln!("SKIPPED: this filesystem has no POSIX ACLs");
+            return;
+        }
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o440, "the mask shows in the group bits");
+        assert_eq!(read_password(&path).unwrap(), "s3cret");
+        // Another user in the ACL, or the owning group, makes it open.
+        let other_user = [
+            (0x01, 4, u32::MAX),
+            (0x02, 4, me.wrapping_add(1)),
+            (0x04, 0, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ];
+        assert!(set_acl(&path, &other_user));
+        assert_eq!(read(&path), Err(SecretError::TooOpen(0o440)));
+        let group = [
+            (0x01, 4, u32::MAX),
+            (0x02, 4, me),
+            (0x04, 4, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ];
+        assert!(set_acl(&path, &group));
+        assert_eq!(read(&path), Err(SecretError::TooOpen(0o440)));
+    }
 
     fn write(path: &Path, text: &str, mode: u32) {
         std::fs::write(path, text).unwrap();

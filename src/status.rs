@@ -82,6 +82,8 @@ pub struct Stats {
     /// of the broker's certificate seen at the last TLS handshake.
     pub uplink_client_cert_expires: std::sync::atomic::AtomicI64,
     pub uplink_server_cert_expires: std::sync::atomic::AtomicI64,
+    /// Expiry of the embedded LAN broker's TLS certificate (0: no TLS).
+    pub lan_cert_expires: std::sync::atomic::AtomicI64,
     /// Where an unreadable buffer was moved at start, if it was.
     pub buffer_moved_aside: Mutex<Option<String>>,
     /// Why Bluetooth LE devices cannot be reached, while they cannot.
@@ -109,6 +111,9 @@ pub struct Snapshot {
     /// When the broker's certificate expires, as seen at the last handshake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink_server_cert_expires: Option<String>,
+    /// When the embedded LAN broker's TLS certificate expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_cert_expires: Option<String>,
     pub buffer_errors: u64,
     pub profile_reload_errors: u64,
     pub records_expired: u64,
@@ -177,6 +182,7 @@ impl Stats {
             uplink_error: self.uplink_error.lock().ok().and_then(|e| e.clone()),
             uplink_client_cert_expires: expiry(&self.uplink_client_cert_expires),
             uplink_server_cert_expires: expiry(&self.uplink_server_cert_expires),
+            lan_cert_expires: expiry(&self.lan_cert_expires),
             buffer_errors: self.buffer_errors.load(Relaxed),
             profile_reload_errors: self.profile_reload_errors.load(Relaxed),
             records_expired: self.records_expired.load(Relaxed),

@@ -147,8 +147,8 @@ pub struct ClientTls {
     pub config: Arc<rustls::ClientConfig>,
     /// Our certificate's validity, with mutual TLS.
     pub client_cert: Option<Validity>,
-    /// The broker certificate's expiry (unix seconds) from the last
-    /// successful handshake; 0 before one.
+    /// The expiry (unix seconds) of the last broker certificate that passed
+    /// verification; 0 before one did.
     pub server_expiry: Arc<AtomicI64>,
 }
 
@@ -272,10 +272,16 @@ impl KeyPair {
         match CertifiedKey::new(chain.clone(), signing).keys_match() {
             Ok(()) => {}
             Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-            Err(_) => {
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
                 return Err(TlsError::KeyMismatch {
                     cert: cert.to_path_buf(),
                     key: key.to_path_buf(),
+                })
+            }
+            Err(e) => {
+                return Err(TlsError::Unreadable {
+                    path: cert.to_path_buf(),
+                    reason: e.to_string(),
                 })
             }
         }
@@ -304,21 +310,34 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// The largest certificate file read (a CA bundle of a few hundred).
+const MAX_CERT_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// A certificate file: a regular file, bounded in size.
 fn read_public(path: &Path) -> Result<Vec<u8>, TlsError> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let unreadable = |reason: String| TlsError::Unreadable {
         path: path.to_path_buf(),
         reason,
     };
-    let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
-    if !meta.is_file() {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| unreadable(e.to_string()))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
         return Err(unreadable("it is not a regular file".into()));
     }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(secret::MAX_SECRET_BYTES).read_to_end(&mut bytes))
+    file.take(MAX_CERT_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CERT_FILE_BYTES {
+        return Err(unreadable(format!(
+            "it is larger than {MAX_CERT_FILE_BYTES} bytes"
+        )));
+    }
     Ok(bytes)
 }
 
@@ -459,7 +478,8 @@ pub fn explain(
         E::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => "TLS: expired: the broker's certificate has expired; the broker's operator must renew it (or this box's clock is wrong)".into(),
         E::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => "TLS: the broker's certificate is not valid yet: this box's clock is probably wrong (no real-time clock, time not synchronized yet)".into(),
         E::AlertReceived(Alert::CertificateRequired) => format!("TLS: no client certificate: the broker requires one; set {section} cert_file and key_file"),
-        E::AlertReceived(Alert::HandshakeFailure) if !client_cert => format!("TLS: the broker refused the handshake (it may require a client certificate; set {section} cert_file and key_file)"),
+        // TLS 1.2 brokers refuse a missing client certificate this way.
+        E::AlertReceived(Alert::HandshakeFailure) if !client_cert => format!("TLS: no client certificate? the broker refused the handshake, as brokers that require one do; set {section} cert_file and key_file"),
         E::AlertReceived(
             alert @ (Alert::BadCertificate
             | Alert::UnknownCA
@@ -485,6 +505,12 @@ mod tests {
         assert!(text.contains("[upstream.tls] ca_file"), "{text}");
         let plain = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(explain(&plain, "[upstream.tls]", false), None);
+        // A TLS 1.2 broker that requires a client certificate.
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+        let text = explain(&io, "[lan.tls]", false).unwrap();
+        assert!(text.starts_with("TLS: no client certificate"), "{text}");
+        assert!(text.contains("[lan.tls] cert_file"), "{text}");
     }
 
     #[test]

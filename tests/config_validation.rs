@@ -544,8 +544,8 @@ fn tls_files_are_loaded_and_checked() {
     let (code, stdout, stderr) = check_with(dir.path(), tls_port, &table(&soon.cert, &soon.key));
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains("warning:") && stdout.contains("expires in 9 days")
-            || stdout.contains("expires in 10 days"),
+        stdout.contains("warning:")
+            && (stdout.contains("expires in 9 days") || stdout.contains("expires in 10 days")),
         "{stdout}"
     );
 

@@ -65,6 +65,11 @@ proptest! {
     #[test]
     fn any_value_into_any_gatt_codec(pick in any::<usize>(), value in prop::collection::vec(any::<u8>(), 0..64)) {
         let codec = &gatt::CODECS[pick % gatt::CODECS.len()];
+        if let Ok(decoded) = gatt::decode(codec.uuid, &value, &Options::default()) {
+            for v in &decoded.values {
+                prop_assert!(v.value.is_finite(), "{:04X}: {v:?}", codec.uuid);
+            }
+        }
         let mut assembler = Assembler::new(Options::default());
         for part in value.chunks(1 + pick % 20) {
             let _ = assembler.push(codec.uuid, part);

@@ -253,6 +253,15 @@ fn tls_failures_name_their_cause() {
         &trust,
         "TLS: name mismatch",
     );
+    // A configured server_name is checked as strictly as the host.
+    let wrong_name = format!("{trust}\nserver_name = \"mqtt.elsewhere.example\"");
+    fails_with(
+        &case("wrong-server-name"),
+        "localhost",
+        good.tls,
+        &wrong_name,
+        "TLS: name mismatch",
+    );
     fails_with(
         &case("no-client-cert"),
         "localhost",

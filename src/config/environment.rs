@@ -34,13 +34,14 @@ pub(super) fn apply(
     let warnings = &mut draft.warnings;
     if let (Some(up), Some(upstream)) = (&raw.upstream, &mut draft.upstream) {
         upstream.password = up.password_file.as_ref().and_then(|file| {
-            let path = match expand_env(file.get_ref()) {
-                Ok(expanded) => resolve(base, &expanded),
-                Err(name) => {
-                    problems.push(src.problem(span(file), format!("password_file names ${{{name}}}, which is not set"), "run under the systemd unit (it provides CREDENTIALS_DIRECTORY) or give a plain path"));
-                    return None;
-                }
-            };
+            let path = secret_path(
+                src,
+                span(file),
+                base,
+                "password_file",
+                file.get_ref(),
+                problems,
+            )?;
             secret::read_password(&path)
                 .map_err(|e| {
                     problems.push(src.problem(
@@ -69,8 +70,10 @@ pub(super) fn apply(
     let l = lan.get_ref();
     match drafted {
         Lan::Embedded(embedded) => {
-            if let Some(file) = &l.users_file {
-                let path = resolve(base, file);
+            let users = (l.users_file.as_ref()).and_then(|file| {
+                secret_path(src, at("users_file"), base, "users_file", file, problems)
+            });
+            if let Some(path) = users {
                 match secret::read(&path).and_then(|bytes| {
                     String::from_utf8(bytes)
                         .map_err(|_| SecretError::Unreadable("it is not UTF-8 text".into()))
@@ -96,7 +99,14 @@ pub(super) fn apply(
         }
         Lan::Subscribe(subscribe) => {
             subscribe.password = l.password_file.as_ref().and_then(|file| {
-                let path = resolve(base, file);
+                let path = secret_path(
+                    src,
+                    at("password_file"),
+                    base,
+                    "password_file",
+                    file,
+                    problems,
+                )?;
                 secret::read_password(&path)
                     .map_err(|e| {
                         problems.push(src.problem(
@@ -150,6 +160,25 @@ fn read_keys(
             previous: Some(previous),
         })),
         _ => None,
+    }
+}
+
+/// A secret file's path from the config, `${NAME}` expanded (systemd's
+/// `CREDENTIALS_DIRECTORY`); `None` after the problem of a name not set.
+fn secret_path(
+    src: &SourceText,
+    at: Option<std::ops::Range<usize>>,
+    base: &Path,
+    key: &str,
+    value: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<std::path::PathBuf> {
+    match expand_env(value) {
+        Ok(expanded) => Some(resolve(base, &expanded)),
+        Err(name) => {
+            problems.push(src.problem(at, format!("{key} names ${{{name}}}, which is not set"), "run under the systemd unit (LoadCredential= provides CREDENTIALS_DIRECTORY) or give a plain path"));
+            None
+        }
     }
 }
 

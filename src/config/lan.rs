@@ -54,6 +54,16 @@ pub(super) fn check_lan(
                 )),
                 _ => {}
             }
+            if let Some(table) = &l.tls {
+                let t = table.get_ref();
+                if t.ca_file.is_some() || t.server_name.is_some() {
+                    problems.push(src.problem(
+                        super::span(table),
+                        "the embedded broker does not check devices' certificates: ca_file and server_name apply to links the gateway opens",
+                        "remove them from [lan.tls]; devices log in with their accounts in users_file",
+                    ));
+                }
+            }
             if l.users_file.is_none() && !l.allow_anonymous {
                 problems.push(src.problem(at("type"), "the LAN broker has no users_file", "give each device an account in users_file, or set allow_anonymous = true on a closed network"));
             }

@@ -202,3 +202,16 @@ fn a_broken_section_does_not_hide_the_problems_of_others() {
     assert!(problems[2].message.contains("upstream port 0"));
     assert!(problems[3].message.contains("unknown field `max_record`"));
 }
+
+#[test]
+fn the_embedded_brokers_tls_takes_no_client_side_keys() {
+    let lan = "\n[lan]\ntype = \"embedded\"\nlisten = [\"127.0.0.1:1884\"]\ntls_listen = [\"127.0.0.1:8884\"]\nallow_anonymous = true\n\n[lan.tls]\ncert_file = \"lan.pem\"\nkey_file = \"lan.key\"\nca_file = \"devices-ca.pem\"\n";
+    let text = GOOD.replace("[upstream]", &format!("{lan}\n[upstream]"));
+    let problems = parse_str(&text).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.message.contains("does not check devices' certificates")),
+        "{problems:?}"
+    );
+}

@@ -19,11 +19,6 @@ mod slot;
 pub use inspect::{disk_usage, export, inspect, Report};
 pub use slot::FORMAT_VERSION;
 
-/// Decodes the bytes of record `seq`'s slot as the uplink reads them; the
-/// error says what is wrong. (The entry point for fuzzing the stored form.)
-pub fn decode_slot_bytes(seq: u64, value: &[u8]) -> Result<Stored, String> {
-    decode_slot(seq, value)
-}
 use slot::{decode_slot, encode_slot, released_slot, slot_key, split_slot, Meta, META_KEY};
 
 use std::collections::BTreeSet;
@@ -37,6 +32,12 @@ use tracing::{error, warn};
 use crate::clock::Stamp;
 use crate::config::FullPolicy;
 use crate::record::Record;
+
+/// Decodes the bytes of record `seq`'s slot as the uplink reads them; the
+/// error says what is wrong. (The entry point for fuzzing the stored form.)
+pub fn decode_slot_bytes(seq: u64, value: &[u8]) -> Result<Stored, String> {
+    decode_slot(seq, value)
+}
 
 /// Records expired by age in one append, at most (keeps appends short).
 const EXPIRE_PER_APPEND: u64 = 10_000;
@@ -427,6 +428,17 @@ impl Outbox {
         // is shorter than what was accepted (its slots then read as corrupt).
         meta.head = meta.head.max(self.meta.head);
         self.acked.retain(|s| *s >= meta.tail && *s < meta.head);
+        // Records acknowledged while the database was being rebuilt were
+        // copied whole: release their slots now.
+        let mut batch = sled::Batch::default();
+        for seq in fresh.meta.tail..meta.tail {
+            batch.insert(&slot_key(seq, meta.capacity), &released_slot(seq)[..]);
+        }
+        batch.insert(META_KEY, &meta.encode()[..]);
+        fresh
+            .db
+            .apply_batch(batch)
+            .map_err(|source| fresh.sled_error(source))?;
         self.db = fresh.db;
         self.log = fresh.log;
         self.meta = meta;

@@ -348,6 +348,21 @@ fn released_slots_hold_nothing_of_their_record() {
         assert_eq!(raw_slot(&o, seq), seq.to_be_bytes(), "expired slot {seq}");
     }
     assert!(decode_slot(3, &raw_slot(&o, 3)).is_ok());
+
+    // A full ring: the records dropped to make room are overwritten by the
+    // new ones in their slots, never by a released marker.
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open(dir.path(), options(4, FullPolicy::DropOldest)).unwrap();
+    o.append(&mut records(4)).unwrap();
+    let out = o.append(&mut records(2)).unwrap();
+    assert_eq!((out.accepted, out.dropped_oldest), (vec![4, 5], 2));
+    for seq in 4..6 {
+        assert!(
+            decode_slot(seq, &raw_slot(&o, seq)).is_ok(),
+            "record {seq} is in its slot"
+        );
+    }
+    assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![2, 3, 4, 5]);
 }
 
 /// What sled's files keep of released records: overwriting a slot writes a
@@ -389,6 +404,10 @@ fn released_records_in_sleds_files_are_counted() {
         curve.join(", ")
     );
     assert!(stored >= 100, "the measure finds stored records");
+    assert!(
+        curve.last().is_some_and(|last| last.ends_with(": 0")),
+        "sled reused the segments that held them"
+    );
 }
 
 #[test]

@@ -196,6 +196,11 @@ async fn embedded_broker(
     shutdown: CancellationToken,
 ) {
     use rumqttd::Notification;
+    if let Some(tls) = &lan.tls {
+        stats
+            .lan_cert_expires
+            .store(tls.validity.not_after, Relaxed);
+    }
     let mut broker = crate::broker::lan(&lan);
     let (mut link_tx, mut link_rx) = match broker.link("fitedge-gateway") {
         Ok(link) => link,
