@@ -23,8 +23,8 @@ pub enum SecretError {
     TooOpen(u32),
     #[error("it is empty")]
     Empty,
-    #[error("it is larger than {MAX_SECRET_BYTES} bytes")]
-    TooLarge,
+    #[error("it is larger than {0} bytes")]
+    TooLarge(u64),
 }
 
 impl SecretError {
@@ -33,7 +33,7 @@ impl SecretError {
         match self {
             SecretError::TooOpen(_) => format!("chmod 600 {}", path.display()),
             SecretError::Empty => format!("write the secret into {} (mode 0600)", path.display()),
-            SecretError::NotAFile | SecretError::TooLarge => {
+            SecretError::NotAFile | SecretError::TooLarge(_) => {
                 format!(
                     "name a regular file of the secret alone, mode 0600, instead of {}",
                     path.display()
@@ -50,10 +50,25 @@ impl SecretError {
 /// Reads a secret file whole. Whitespace around the content does not
 /// count: a file of blanks and line ends is empty.
 pub fn read(path: &Path) -> Result<Vec<u8>, SecretError> {
+    let bytes = read_regular(path, MAX_SECRET_BYTES, private)?;
+    if bytes.trim_ascii().is_empty() {
+        return Err(SecretError::Empty);
+    }
+    Ok(bytes)
+}
+
+/// Reads a regular file of at most `max` bytes that `allowed` accepts
+/// (given the open file and its mode; `TooOpen` otherwise). It is opened
+/// non-blocking, so a FIFO does not wait for a writer, and the checks are
+/// made on what was opened, not on the path again. Certificate files are
+/// read this way too, with a looser `allowed`.
+pub fn read_regular(
+    path: &Path,
+    max: u64,
+    allowed: impl FnOnce(&std::fs::File, u32) -> bool,
+) -> Result<Vec<u8>, SecretError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let unreadable = |e: std::io::Error| SecretError::Unreadable(e.to_string());
-    // Non-blocking, so a FIFO does not wait for a writer; then the checks
-    // are made on what was opened, not on the path again.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -64,18 +79,15 @@ pub fn read(path: &Path) -> Result<Vec<u8>, SecretError> {
         return Err(SecretError::NotAFile);
     }
     let mode = meta.permissions().mode() & 0o777;
-    if !private(&file, mode) {
+    if !allowed(&file, mode) {
         return Err(SecretError::TooOpen(mode));
     }
     let mut bytes = Vec::new();
-    file.take(MAX_SECRET_BYTES + 1)
+    file.take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(unreadable)?;
-    if bytes.len() as u64 > MAX_SECRET_BYTES {
-        return Err(SecretError::TooLarge);
-    }
-    if bytes.trim_ascii().is_empty() {
-        return Err(SecretError::Empty);
+    if bytes.len() as u64 > max {
+        return Err(SecretError::TooLarge(max));
     }
     Ok(bytes)
 }
@@ -190,14 +202,17 @@ mod tests {
         write(&path, "s3cret\n", 0o400);
         // SAFETY: no preconditions.
         let me = unsafe { libc::geteuid() };
-        let granted = [
-            (0x01, 4, u32::MAX),
-            (0x02, 4, me),
-            (0x04, 0, u32::MAX),
-            (0x10, 4, u32::MAX),
-            (0x20, 0, u32::MAX),
-        ];
-        if !set_acl(&path, &granted) {
+        // user_obj r, a named user r, group_obj as given, mask r, other none.
+        let acl = |user: u32, group: u16| {
+            [
+                (0x01, 4, u32::MAX),
+                (0x02, 4, user),
+                (0x04, group, u32::MAX),
+                (0x10, 4, u32::MAX),
+                (0x20, 0, u32::MAX),
+            ]
+        };
+        if !set_acl(&path, &acl(me, 0)) {
             eprintln!("SKIPPED: this filesystem has no POSIX ACLs");
             return;
         }
@@ -205,23 +220,9 @@ mod tests {
         assert_eq!(mode, 0o440, "the mask shows in the group bits");
         assert_eq!(read_password(&path).unwrap(), "s3cret");
         // Another user in the ACL, or the owning group, makes it open.
-        let other_user = [
-            (0x01, 4, u32::MAX),
-            (0x02, 4, me.wrapping_add(1)),
-            (0x04, 0, u32::MAX),
-            (0x10, 4, u32::MAX),
-            (0x20, 0, u32::MAX),
-        ];
-        assert!(set_acl(&path, &other_user));
+        assert!(set_acl(&path, &acl(me.wrapping_add(1), 0)));
         assert_eq!(read(&path), Err(SecretError::TooOpen(0o440)));
-        let group = [
-            (0x01, 4, u32::MAX),
-            (0x02, 4, me),
-            (0x04, 4, u32::MAX),
-            (0x10, 4, u32::MAX),
-            (0x20, 0, u32::MAX),
-        ];
-        assert!(set_acl(&path, &group));
+        assert!(set_acl(&path, &acl(me, 4)));
         assert_eq!(read(&path), Err(SecretError::TooOpen(0o440)));
     }
 
@@ -251,7 +252,7 @@ mod tests {
         write(&path, "  \n\t\n", 0o600);
         assert_eq!(read_password(&path), Err(SecretError::Empty));
         write(&path, &"x".repeat(MAX_SECRET_BYTES as usize + 1), 0o600);
-        assert_eq!(read(&path), Err(SecretError::TooLarge));
+        assert_eq!(read(&path), Err(SecretError::TooLarge(MAX_SECRET_BYTES)));
         assert!(matches!(
             read(&dir.path().join("missing")),
             Err(SecretError::Unreadable(_))

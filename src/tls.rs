@@ -211,6 +211,11 @@ impl ClientTls {
         })
     }
 
+    /// The rumqttc transport that connects with this configuration.
+    pub fn transport(&self) -> rumqttc::Transport {
+        rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(self.config.clone()))
+    }
+
     /// The broker certificate's expiry seen at the last handshake.
     pub fn server_expiry(&self) -> Option<i64> {
         Some(self.server_expiry.load(Relaxed)).filter(|t| *t != 0)
@@ -313,32 +318,18 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 /// The largest certificate file read (a CA bundle of a few hundred).
 const MAX_CERT_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// A certificate file: a regular file, bounded in size.
+/// A certificate file: a regular file, bounded in size, readable by anyone.
 fn read_public(path: &Path) -> Result<Vec<u8>, TlsError> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let unreadable = |reason: String| TlsError::Unreadable {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| unreadable(e.to_string()))?;
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return Err(unreadable("it is not a regular file".into()));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_CERT_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| unreadable(e.to_string()))?;
-    if bytes.len() as u64 > MAX_CERT_FILE_BYTES {
-        return Err(unreadable(format!(
-            "it is larger than {MAX_CERT_FILE_BYTES} bytes"
-        )));
-    }
-    Ok(bytes)
+    secret::read_regular(path, MAX_CERT_FILE_BYTES, |_, _| true).map_err(|e| {
+        let reason = match e {
+            SecretError::Unreadable(why) => why,
+            other => other.to_string(),
+        };
+        TlsError::Unreadable {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })
 }
 
 /// Refuses an expired or not yet valid certificate; warns of one that
@@ -460,6 +451,17 @@ fn find_rustls<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a r
         next = e.source();
     }
     None
+}
+
+/// A failed connection as the log and the status say it: its TLS cause
+/// ([`explain`]) when the link is TLS and that is why, else the error.
+pub fn describe(
+    error: &(dyn std::error::Error + 'static),
+    tls: Option<&ClientTls>,
+    section: &str,
+) -> String {
+    tls.and_then(|t| explain(error, section, t.client_cert.is_some()))
+        .unwrap_or_else(|| error.to_string())
 }
 
 /// What a failed connection means when TLS is why, with what to do;

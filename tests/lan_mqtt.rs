@@ -137,8 +137,15 @@ fn a_device_over_tls_reaches_the_embedded_broker() {
         server.key.display()
     );
     let config = hub_config(dir.path(), upstream, &lan);
+    let status = common::enable_status(&config);
     let daemon = Daemon::start(&config, 0);
     wait_log(&daemon, "LAN broker listening.");
+    let report = common::status_report(status);
+    let expires = report["health"]["counters"]["lan_cert_expires"].as_str();
+    assert!(
+        expires.is_some_and(|at| at.ends_with('Z') && at > "2026"),
+        "the LAN certificate's expiry in status: {expires:?}"
+    );
     let hub = Device::connect_tls(secure, "hub-tls", HUB_USER, HUB_PASSWORD, &ca.cert);
     hub.outcome().expect("the hub connects over TLS");
     let stranger = Device::connect_tls(secure, "hub-bad", HUB_USER, "wrong", &ca.cert);

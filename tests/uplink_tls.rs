@@ -314,12 +314,7 @@ fn mutual_tls_with_the_key_from_a_credential_directory_delivers() {
     );
     wait_for_port(&daemon);
     deliver(&mut pty, &platform, 10, &daemon);
-    let out = binary()
-        .args(["status", "--json", "--address"])
-        .arg(status.to_string())
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = status_report(status);
     let counters = &report["health"]["counters"];
     for key in ["uplink_client_cert_expires", "uplink_server_cert_expires"] {
         let at = counters[key]

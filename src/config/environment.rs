@@ -141,7 +141,7 @@ fn read_keys(
         Key::read(&path)
             .map_err(|e| {
                 let fix = match &e {
-                    KeyFileError::Secret(e @ (SecretError::TooOpen(_) | SecretError::NotAFile | SecretError::TooLarge)) => e.fix(&path),
+                    KeyFileError::Secret(e @ (SecretError::TooOpen(_) | SecretError::NotAFile | SecretError::TooLarge(_))) => e.fix(&path),
                     _ => format!("create it (mode 0600) with at least {MIN_KEY_BYTES} random bytes, e.g. `head -c 32 /dev/urandom | base64 > {}`; every site of a county uses the same key (docs/stations.md)", path.display()),
                 };
                 problems.push(src.problem(span(file), format!("{what} {}: {e}", path.display()), fix))

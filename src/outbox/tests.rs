@@ -349,6 +349,25 @@ fn released_slots_hold_nothing_of_their_record() {
     }
     assert!(decode_slot(3, &raw_slot(&o, 3)).is_ok());
 
+    // Acknowledged while the database could not be written (a rebuild
+    // pending): released once the rebuild is done.
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+    o.append(&mut records(3)).unwrap();
+    o.unusable = true;
+    o.ack(0).unwrap();
+    o.ack(1).unwrap();
+    o.reopen().unwrap();
+    assert_eq!(o.tail(), 2);
+    for seq in 0..2 {
+        assert_eq!(
+            raw_slot(&o, seq),
+            seq.to_be_bytes(),
+            "slot {seq} released after the rebuild"
+        );
+    }
+    assert!(decode_slot(2, &raw_slot(&o, 2)).is_ok());
+
     // A full ring: the records dropped to make room are overwritten by the
     // new ones in their slots, never by a released marker.
     let dir = tempfile::tempdir().unwrap();

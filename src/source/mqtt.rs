@@ -297,9 +297,7 @@ async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: Cance
         options.set_credentials(user.clone(), lan.password.clone().unwrap_or_default());
     }
     if let Some(tls) = &lan.tls {
-        options.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls.config.clone()),
-        ));
+        options.set_transport(tls.transport());
     }
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let filters: Vec<String> = router
@@ -342,9 +340,7 @@ async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: Cance
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let text = (lan.tls.as_ref())
-                        .and_then(|t| crate::tls::explain(&e, "[lan.tls]", t.client_cert.is_some()))
-                        .unwrap_or_else(|| e.to_string());
+                    let text = crate::tls::describe(&e, lan.tls.as_ref(), "[lan.tls]");
                     if text != last_error {
                         warn!(message = "Cannot reach the site's MQTT broker; retrying.", host = %lan.host, port = lan.port, error = %text, stage = "source");
                         last_error = text;

@@ -26,10 +26,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
-    Transport,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -134,9 +131,7 @@ impl Uplink {
             options.set_credentials(user.clone(), u.password.clone().unwrap_or_default());
         }
         if let Some(tls) = &u.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.config.clone(),
-            )));
+            options.set_transport(tls.transport());
             let client_cert = tls.client_cert.map_or(0, |v| v.not_after);
             self.stats
                 .uplink_client_cert_expires
@@ -204,11 +199,7 @@ impl Uplink {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let text = match &u.tls {
-                            Some(tls) => crate::tls::explain(&e, "[upstream.tls]", tls.client_cert.is_some()),
-                            None => None,
-                        }
-                        .unwrap_or_else(|| e.to_string());
+                        let text = crate::tls::describe(&e, u.tls.as_ref(), "[upstream.tls]");
                         if let Ok(mut last) = self.stats.uplink_error.lock() {
                             *last = Some(text.clone());
                         }

@@ -84,6 +84,21 @@ impl Drop for Daemon {
     }
 }
 
+/// A running gateway's `/status`, as `fitedge status --json` prints it.
+pub fn status_report(address: std::net::SocketAddr) -> serde_json::Value {
+    let out = binary()
+        .args(["status", "--json", "--address"])
+        .arg(address.to_string())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status is JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 pub fn wait_for_port(daemon: &Daemon) {
     let opened = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
