@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings, TlsConfig};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 
 /// A running embedded broker.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +89,7 @@ pub fn probe(port: u16, within: Duration) -> bool {
 }
 
 /// Like [`probe`], logging in with `(username, password)` where the broker
-/// has accounts (rumqttd drops a connection it refuses without a CONNACK).
+/// has accounts.
 pub fn probe_as(port: u16, account: Option<(&str, &str)>, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -134,52 +134,4 @@ fn try_connect(port: u16, account: Option<(&str, &str)>) -> std::io::Result<bool
     stream.read_exact(&mut connack)?;
     let _ = stream.write_all(&[0xE0, 0]); // DISCONNECT
     Ok(connack[0] == 0x20 && connack[3] == 0)
-}
-
-/// A broker for the site's LAN devices, configured from `[lan]`: listens on
-/// the configured addresses (and with TLS on the `tls_listen` ones), with one account a device (none: anonymous),
-/// and limits on connections, payload size and in-flight messages.
-pub fn lan(lan: &crate::config::EmbeddedLan) -> Broker {
-    let auth = (!lan.users.is_empty()).then(|| lan.users.clone());
-    let tls = lan.tls.as_ref().map(|t| TlsConfig::Rustls {
-        capath: None,
-        certpath: t.cert_file.display().to_string(),
-        keypath: t.key_file.display().to_string(),
-    });
-    let plain = lan.listen.iter().map(|addr| (*addr, None));
-    let secure = (lan.tls_listen.iter()).filter_map(|addr| Some((*addr, Some(tls.clone()?))));
-    let servers = plain
-        .chain(secure)
-        .enumerate()
-        .map(|(i, (addr, tls))| {
-            let settings = ServerSettings {
-                name: format!("lan-{i}"),
-                listen: addr,
-                tls,
-                next_connection_delay_ms: 1,
-                connections: ConnectionSettings {
-                    connection_timeout_ms: 10_000,
-                    max_payload_size: lan.max_payload_bytes,
-                    max_inflight_count: lan.max_inflight,
-                    auth: auth.clone(),
-                    external_auth: None,
-                    dynamic_filters: true,
-                },
-            };
-            (format!("lan-{i}"), settings)
-        })
-        .collect();
-    let mut config = config(
-        lan.listen
-            .first()
-            .copied()
-            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 1883))),
-    );
-    config.router.max_connections = lan.max_connections + 1; // + the gateway's own link
-                                                             // Messages wait in memory only until the gateway's link reads them:
-                                                             // keep that log small on a box with 512 MB.
-    config.router.max_segment_size = 4 * 1024 * 1024;
-    config.router.max_segment_count = 4;
-    config.v4 = Some(servers);
-    Broker::new(config)
 }

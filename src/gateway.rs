@@ -344,7 +344,15 @@ fn spawn_sources(
                     .clone()
                     .or_else(|| profile.matcher.mqtt_topic.clone())
                     .unwrap_or_else(|| format!("{}/#", device.id));
-                mqtt_devices.push(source::mqtt::MqttDevice { ctx, filter });
+                let account = settings
+                    .account
+                    .clone()
+                    .unwrap_or_else(|| device.id.clone());
+                mqtt_devices.push(source::mqtt::MqttDevice {
+                    ctx,
+                    filter,
+                    account,
+                });
             }
             DeviceTransport::Input(path) => {
                 let span = info_span!("device", id = %device.id, transport = "input");

@@ -166,6 +166,30 @@ pub fn prometheus(report: &Report) -> String {
         c.lan_unmatched as f64,
     );
     metric(
+        "lan_connections",
+        "gauge",
+        "Clients logged in to the embedded LAN broker.",
+        c.lan_connections as f64,
+    );
+    metric(
+        "lan_connections_refused_total",
+        "counter",
+        "LAN connections refused over a connection limit.",
+        c.lan_connections_refused as f64,
+    );
+    metric(
+        "lan_logins_refused_total",
+        "counter",
+        "LAN logins refused: unknown account or wrong password.",
+        c.lan_logins_refused as f64,
+    );
+    metric(
+        "lan_denied_total",
+        "counter",
+        "LAN publishes dropped: outside the account's devices.",
+        c.lan_denied as f64,
+    );
+    metric(
         "uplink_connects_total",
         "counter",
         "Connections made to the platform broker.",
@@ -307,6 +331,16 @@ pub fn render(r: &Report) -> String {
     }
     if let Some(why) = &c.ble_unavailable {
         let _ = writeln!(out, "WARNING  {why}");
+    }
+    if let Some(why) = &c.lan_error {
+        let _ = writeln!(out, "WARNING  LAN MQTT devices are off: {why}");
+    }
+    if c.lan_connections + c.lan_connections_refused + c.lan_logins_refused + c.lan_denied > 0 {
+        let _ = writeln!(
+            out,
+            "lan      {} connected, refused {} over limits, {} logins, {} publishes outside their devices",
+            c.lan_connections, c.lan_connections_refused, c.lan_logins_refused, c.lan_denied
+        );
     }
     let _ = writeln!(out, "devices");
     for (id, d) in &c.devices {

@@ -68,6 +68,14 @@ pub struct Stats {
     pub uplink_busy_since_ms: AtomicU64,
     /// LAN MQTT messages whose topic matched no device.
     pub lan_unmatched: AtomicU64,
+    /// The embedded LAN broker: clients logged in now; connections refused
+    /// over a limit; logins refused; publishes outside the account's devices.
+    pub lan_connections: AtomicU64,
+    pub lan_connections_refused: AtomicU64,
+    pub lan_logins_refused: AtomicU64,
+    pub lan_denied: AtomicU64,
+    /// Why LAN MQTT devices cannot reach the gateway, while they cannot.
+    pub lan_error: Mutex<Option<String>>,
     /// Station sessions opened, open now, and scans that failed their check
     /// while a session was open; readings kept with no session.
     pub sessions_opened: AtomicU64,
@@ -121,6 +129,16 @@ pub struct Snapshot {
     pub buffer_moved_aside: Option<String>,
     pub lan_unmatched: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
+    pub lan_connections: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lan_connections_refused: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lan_logins_refused: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lan_denied: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_error: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub sessions_opened: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sessions_open: u64,
@@ -162,6 +180,11 @@ impl Stats {
         }
     }
 
+    /// Notes why LAN MQTT devices cannot reach the gateway.
+    pub fn set_lan_error(&self, error: String) {
+        *self.lan_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
     /// The counters of device `id`, created on first use.
     pub fn device(&self, id: &str) -> Arc<DeviceStats> {
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,6 +210,11 @@ impl Stats {
             profile_reload_errors: self.profile_reload_errors.load(Relaxed),
             records_expired: self.records_expired.load(Relaxed),
             lan_unmatched: self.lan_unmatched.load(Relaxed),
+            lan_connections: self.lan_connections.load(Relaxed),
+            lan_connections_refused: self.lan_connections_refused.load(Relaxed),
+            lan_logins_refused: self.lan_logins_refused.load(Relaxed),
+            lan_denied: self.lan_denied.load(Relaxed),
+            lan_error: self.lan_error.lock().ok().and_then(|e| e.clone()),
             sessions_opened: self.sessions_opened.load(Relaxed),
             sessions_open: self.sessions_open.load(Relaxed),
             scans_rejected: self.scans_rejected.load(Relaxed),

@@ -10,9 +10,10 @@ use tracing::error;
 use crate::outbox::Outbox;
 use crate::status::Stats;
 
-/// Tells systemd the gateway is alive, while it is: the writer runs and the
+/// Tells systemd the gateway is alive, while it is: the writer runs, the
 /// uplink is not stalled (connected, records waiting, yet no PUBACK for
-/// `stall`). A stalled gateway stops feeding the watchdog and is restarted.
+/// `stall`) and LAN devices can reach it (its broker started). A stalled
+/// gateway stops feeding the watchdog and is restarted.
 pub async fn run(
     stats: Arc<Stats>,
     outbox: Arc<Mutex<Outbox>>,
@@ -41,7 +42,9 @@ pub async fn run(
                 );
             }
         }
-        if !stuck && writer_alive() {
+        // LAN devices that cannot reach the gateway are as good as stuck.
+        let lan_down = (stats.lan_error.lock()).is_ok_and(|e| e.is_some());
+        if !stuck && !lan_down && writer_alive() {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
         }
     }

@@ -363,7 +363,10 @@ fn lan_broker(port: u16, devices: &mut Vec<Device>) -> Option<crate::config::Lan
     devices.push(Device {
         id: HUB.0.into(),
         profile: "heart-rate-band-hub-json".into(),
-        transport: DeviceTransport::Mqtt(crate::config::MqttSettings { topic: None }),
+        transport: DeviceTransport::Mqtt(crate::config::MqttSettings {
+            topic: None,
+            account: None,
+        }),
     });
     Some(crate::config::Lan::Embedded(crate::config::EmbeddedLan {
         listen: vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))],
@@ -371,6 +374,8 @@ fn lan_broker(port: u16, devices: &mut Vec<Device>) -> Option<crate::config::Lan
         max_connections: 16,
         max_payload_bytes: 16 * 1024,
         max_inflight: 100,
+        max_per_account: 4,
+        max_per_address: 8,
         tls_listen: vec![],
         tls: None,
     }))

@@ -105,6 +105,7 @@ fn check_transport(
             }
             DeviceTransport::Mqtt(MqttSettings {
                 topic: t.topic.as_ref().map(|t| t.get_ref().clone()),
+                account: t.account.as_ref().map(|a| a.get_ref().clone()),
             })
         }
         TransportKind::Serial => DeviceTransport::Serial(check_serial(src, d, problems)),
@@ -209,4 +210,13 @@ fn valid_ble_address(text: &str) -> bool {
         && parts
             .iter()
             .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Each MQTT device with the account that publishes for it on the embedded
+/// broker: its `account`, or else its own id.
+pub fn mqtt_accounts(devices: &[Device]) -> impl Iterator<Item = (&str, &str)> {
+    devices.iter().filter_map(|d| match &d.transport {
+        DeviceTransport::Mqtt(m) => Some((d.id.as_str(), m.account.as_deref().unwrap_or(&d.id))),
+        _ => None,
+    })
 }

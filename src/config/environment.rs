@@ -78,7 +78,25 @@ pub(super) fn apply(
                     String::from_utf8(bytes)
                         .map_err(|_| SecretError::Unreadable("it is not UTF-8 text".into()))
                 }) {
-                    Ok(text) => embedded.users = read_users(&path, &text, problems),
+                    Ok(text) => {
+                        embedded.users = read_users(&path, &text, problems);
+                        if embedded.users.is_empty() {
+                            problems.push(src.problem(
+                                at("users_file"),
+                                format!("users_file {} has no account lines", path.display()),
+                                "one device account a line, as username:password (with no accounts the broker would let anyone in)",
+                            ));
+                        }
+                        for (device, account) in super::device::mqtt_accounts(&draft.devices) {
+                            if !embedded.users.contains_key(account) {
+                                problems.push(src.problem(
+                                    at("users_file"),
+                                    format!("device \"{device}\" publishes as account \"{account}\", which users_file {} does not have", path.display()),
+                                    format!("add a line {account}:PASSWORD to users_file, or set account = \"...\" in the device's [device.transport]"),
+                                ));
+                            }
+                        }
+                    }
                     Err(e) => problems.push(src.problem(
                         at("users_file"),
                         format!("users_file {}: {e}", path.display()),

@@ -70,8 +70,10 @@ pub(super) fn check_lan(
             if !(1..=10_000).contains(&l.max_connections)
                 || !(64..=16 * 1024 * 1024).contains(&l.max_payload_bytes)
                 || !(1..=10_000).contains(&l.max_inflight)
+                || !(1..=l.max_connections.max(1)).contains(&l.max_connections_per_account)
+                || !(1..=l.max_connections.max(1)).contains(&l.max_connections_per_address)
             {
-                problems.push(src.problem(at("max_connections"), "lan limits out of range", "max_connections 1..=10000, max_payload_bytes 64..=16777216, max_inflight 1..=10000"));
+                problems.push(src.problem(at("max_connections"), "lan limits out of range", "max_connections 1..=10000, max_payload_bytes 64..=16777216, max_inflight 1..=10000, max_connections_per_account and max_connections_per_address 1..=max_connections"));
             }
             Lan::Embedded(EmbeddedLan {
                 listen,
@@ -79,6 +81,8 @@ pub(super) fn check_lan(
                 max_connections: l.max_connections,
                 max_payload_bytes: l.max_payload_bytes,
                 max_inflight: l.max_inflight,
+                max_per_account: l.max_connections_per_account,
+                max_per_address: l.max_connections_per_address,
                 tls_listen,
                 tls: None,
             })

@@ -99,6 +99,9 @@ pub struct EmbeddedLan {
     pub max_connections: usize,
     pub max_payload_bytes: usize,
     pub max_inflight: usize,
+    /// Connections one account, and one source address, may hold at once.
+    pub max_per_account: usize,
+    pub max_per_address: usize,
     /// TLS listeners, served with `tls`.
     pub tls_listen: Vec<std::net::SocketAddr>,
     pub tls: Option<crate::tls::ServerTls>,
@@ -196,6 +199,9 @@ pub struct BleSettings {
 pub struct MqttSettings {
     /// Topic filter; defaults to the profile's `[match] mqtt_topic`.
     pub topic: Option<String>,
+    /// The embedded broker's account that publishes for the device;
+    /// defaults to the device's id.
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -124,6 +124,10 @@ pub(super) struct RawLan {
     pub max_payload_bytes: usize,
     #[serde(default = "lan_inflight")]
     pub max_inflight: usize,
+    #[serde(default = "lan_per_account")]
+    pub max_connections_per_account: usize,
+    #[serde(default = "lan_per_address")]
+    pub max_connections_per_address: usize,
     #[serde(default)]
     pub host: Option<String>,
     #[serde(default = "lan_port")]
@@ -171,6 +175,12 @@ fn lan_payload() -> usize {
 }
 fn lan_inflight() -> usize {
     100
+}
+fn lan_per_account() -> usize {
+    4
+}
+fn lan_per_address() -> usize {
+    8
 }
 fn lan_port() -> u16 {
     1883
@@ -289,6 +299,10 @@ pub(super) struct RawTransport {
     /// MQTT devices: topic filter, instead of the profile's.
     #[serde(default)]
     pub topic: Option<Spanned<String>>,
+    /// MQTT devices on the embedded broker: the account that may publish
+    /// for the device (default: the device's id).
+    #[serde(default)]
+    pub account: Option<Spanned<String>>,
     /// BLE devices: the peripheral's address.
     #[serde(default)]
     pub address: Option<Spanned<String>>,

@@ -10,6 +10,7 @@
 pub mod ble;
 pub mod bluez;
 pub mod input;
+pub mod lan_broker;
 pub mod mqtt;
 pub mod poll;
 pub mod serial;

@@ -1,20 +1,18 @@
 //! LAN MQTT source: devices that publish on the site network (heart-rate
-//! band hubs, Wi-Fi treadmills, camera counters). Either an MQTT broker runs
-//! inside the gateway (rumqttd), or the gateway subscribes to the site's own
-//! broker.
+//! band hubs, Wi-Fi treadmills, camera counters). Either the gateway's own
+//! broker serves them ([`super::lan_broker`]), or the gateway subscribes to
+//! the site's broker.
 //!
 //! Each message's topic picks the device (first matching topic filter); its
 //! payload is one frame for the device's profile. A hub with many bands is
 //! one `[[device]]`: the band comes from a topic level or a payload field and
 //! becomes part of the record's device id (`hub-1.band-07`).
 //!
-//! Delivery: subscribing to the site's broker, a message is acknowledged
-//! only once its record is durable in the outbox (manual acks, persistent
-//! session), so a gateway crash loses nothing the broker still holds. The
-//! embedded rumqttd acknowledges a publish on receipt, before the gateway
-//! sees it; its API offers no way to delay that, so the window between its
-//! acknowledgement and the outbox sync is measured (`lan_durable_ms_median`)
-//! and stated in `docs/reliability.md`.
+//! Delivery: either way a message is acknowledged only once its record is
+//! durable in the outbox (or it was dropped as undecodable): the embedded
+//! broker holds its PUBACK, and subscribing to the site's broker uses manual
+//! acks in a persistent session. A gateway crash loses nothing a device or
+//! the site broker was told it may forget.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -23,7 +21,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::{Backoff, DeviceContext, Handover, LogLimit, Rejection};
 use crate::config::{Lan, SubscribeLan};
@@ -34,6 +32,8 @@ pub struct MqttDevice {
     pub ctx: DeviceContext,
     /// Topic filter (from the config, or the profile's `[match]`).
     pub filter: String,
+    /// The embedded broker's account that may publish for it.
+    pub account: String,
 }
 
 /// A device with its decoder, rebuilt only when its profile is reloaded.
@@ -108,6 +108,8 @@ enum Routing {
 impl Router {
     /// Decodes one message and hands it over as a record through its
     /// device, naming the hub's sub-device when the payload or topic says.
+    /// `durable` completes once the record is durable, or at once for a
+    /// message dropped (so that it is acknowledged and not sent again).
     async fn route(
         &mut self,
         topic: &str,
@@ -128,6 +130,7 @@ impl Router {
                     stage = "source"
                 );
             }
+            let _ = durable.send(());
             return Routing::Dropped;
         };
         routed.refresh();
@@ -160,6 +163,7 @@ impl Router {
                 if !ctx.scan_rejected(&failure).await {
                     return Routing::Closed;
                 }
+                let _ = durable.send(());
                 Routing::Dropped
             }
         }
@@ -176,6 +180,9 @@ pub async fn run(
     if devices.is_empty() {
         return;
     }
+    let acl = super::lan_broker::Acl::new(
+        (devices.iter()).map(|d| (d.account.clone(), d.filter.clone())),
+    );
     let devices = devices.into_iter().map(Routed::new).collect();
     let router = Router {
         devices,
@@ -183,107 +190,45 @@ pub async fn run(
         unmatched_log: LogLimit::new(Duration::from_secs(10)),
     };
     match lan {
-        Lan::Embedded(embedded) => embedded_broker(embedded, router, stats, shutdown).await,
+        Lan::Embedded(embedded) => embedded_broker(embedded, acl, router, stats, shutdown).await,
         Lan::Subscribe(subscribe) => subscribe_broker(subscribe, router, shutdown).await,
     }
 }
 
-#[cfg(feature = "embedded-broker")]
+/// Serves the devices with the gateway's own broker ([`super::lan_broker`]):
+/// its messages come to the router one at a time, and each is
+/// acknowledged to its device once the router is finished with it.
 async fn embedded_broker(
     lan: crate::config::EmbeddedLan,
+    acl: super::lan_broker::Acl,
     mut router: Router,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
-    use rumqttd::Notification;
     if let Some(tls) = &lan.tls {
         stats
             .lan_cert_expires
             .store(tls.validity.not_after, Relaxed);
     }
-    let mut broker = crate::broker::lan(&lan);
-    let (mut link_tx, mut link_rx) = match broker.link("fitedge-gateway") {
-        Ok(link) => link,
-        Err(e) => {
-            return error!(message = "LAN broker failed to start; MQTT devices are off.", error = %e, stage = "source")
-        }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<super::lan_broker::Inbound>(1024);
+    let serving = {
+        let (stats, shutdown) = (stats.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            super::lan_broker::run(&lan, acl, tx, stats, shutdown).await;
+        })
     };
-    std::thread::Builder::new()
-        .name("lan-broker".into())
-        .spawn(move || {
-            if let Err(e) = broker.start() {
-                error!(message = "LAN broker stopped.", error = %e, stage = "source");
-            }
-        })
-        .ok();
-    // Everything published on the LAN broker comes to the gateway, so that
-    // messages from no configured device are seen (and counted) too.
-    if let Err(e) = link_tx.subscribe("#") {
-        return error!(message = "LAN broker refused the gateway's subscription.", error = %e, stage = "source");
-    }
-    let account = lan.users.iter().next().map(|(u, p)| (u.clone(), p.clone()));
-    for addr in &lan.listen {
-        let port = addr.port();
-        let account = account.clone();
-        let up = tokio::task::spawn_blocking(move || {
-            crate::broker::probe_as(
-                port,
-                account.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
-                Duration::from_secs(5),
-            )
-        })
-        .await
-        .unwrap_or(false);
-        if up {
-            info!(message = "LAN broker listening.", address = %addr, accounts = lan.users.len());
-        } else {
-            error!(message = "LAN broker does not answer; is the port taken?", address = %addr, stage = "source");
+    while let Some(message) = rx.recv().await {
+        if router
+            .route(&message.topic, &message.payload, message.done)
+            .await
+            == Routing::Closed
+        {
+            return;
         }
     }
-    loop {
-        tokio::select! {
-            notification = link_rx.next() => match notification {
-                Ok(Some(Notification::Forward(forward))) => {
-                    let received = std::time::Instant::now();
-                    let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
-                    let (done, durable) = oneshot::channel();
-                    match router.route(&topic, &forward.publish.payload, done).await {
-                        Routing::Handed => {}
-                        Routing::Dropped => continue,
-                        Routing::Closed => return,
-                    }
-                    let stats = stats.clone();
-                    tokio::spawn(async move {
-                        if durable.await.is_ok() {
-                            stats.note_lan_durable(received.elapsed());
-                        }
-                    });
-                }
-                // The router paused this link because its queue filled up: ask for more.
-                Ok(Some(Notification::Unschedule)) => {
-                    if let Err(e) = link_rx.wake().await {
-                        return error!(message = "LAN broker link closed; MQTT devices are off.", error = %e, stage = "source");
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => return error!(message = "LAN broker link closed; MQTT devices are off.", error = %e, stage = "source"),
-            },
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-#[cfg(not(feature = "embedded-broker"))]
-async fn embedded_broker(
-    _: crate::config::EmbeddedLan,
-    _: Router,
-    _: Arc<Stats>,
-    _: CancellationToken,
-) {
-    error!(
-        message = "This build has no embedded broker; use [lan] type = \"subscribe\".",
-        stage = "source"
-    );
+    // Every sender is gone: the broker stopped, at shutdown or because it
+    // could not start (its error is in the status).
+    let _ = serving.await;
 }
 
 async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: CancellationToken) {

@@ -1,13 +1,14 @@
 //! Fixtures shared by the integration tests, by what they provide:
 //! `platform` (embedded broker, platform subscriber), `brokers` (mosquitto,
 //! a broker that never acknowledges), `daemon` (the real binary as a child,
-//! a notify socket), `station` (a simulated instrument on a pseudo-terminal)
+//! a notify socket), `lan` (a band hub's config, a LAN MQTT device), `station` (a simulated instrument on a pseudo-terminal)
 //! and `config` (config files, buffers).
 #![allow(dead_code, unused_imports)]
 
 mod brokers;
 mod config;
 mod daemon;
+mod lan;
 mod platform;
 mod station;
 mod tls;
@@ -15,6 +16,7 @@ mod tls;
 pub use brokers::*;
 pub use config::*;
 pub use daemon::*;
+pub use lan::*;
 pub use platform::*;
 pub use station::*;
 pub use tls::*;
