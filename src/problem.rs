@@ -38,6 +38,25 @@ pub struct SourceText<'a> {
 }
 
 impl SourceText<'_> {
+    /// The 1-based line holding byte offset `at`, counting on from
+    /// `cursor` (an earlier offset and its line) when `at` lies after it,
+    /// and leaving the cursor at `at`: many tables in file order cost one
+    /// pass over the text, not one each.
+    pub fn line_from(&self, cursor: &mut (usize, usize), at: usize) -> usize {
+        let at = at.min(self.text.len());
+        let line = match *cursor {
+            (from, line) if from <= at && line > 0 => {
+                line + self.text.as_bytes()[from..at]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+            }
+            _ => self.line_of(at),
+        };
+        *cursor = (at, line);
+        line
+    }
+
     /// The 1-based line holding byte offset `at`.
     pub fn line_of(&self, at: usize) -> usize {
         let at = at.min(self.text.len());

@@ -5,6 +5,8 @@
 //! file), never from the config or the command line. The file must be a
 //! regular file readable by its owner only, hold something, and be small:
 //! a FIFO, `/dev/zero` or a world-readable copy is refused with what to do.
+//! Every other file the gateway reads goes through the same bounded,
+//! non-blocking read ([`read_file`]).
 
 use std::io::Read;
 use std::path::Path;
@@ -55,6 +57,16 @@ pub fn read(path: &Path) -> Result<Vec<u8>, SecretError> {
         return Err(SecretError::Empty);
     }
     Ok(bytes)
+}
+
+/// The largest config or profile file read.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads any other file the gateway is given (a config, a profile, saved
+/// sessions, a capture) the same bounded way, whatever its mode: a FIFO or
+/// `/dev/zero` named by mistake is refused, not read forever.
+pub fn read_file(path: &Path, max: u64) -> Result<Vec<u8>, SecretError> {
+    read_regular(path, max, |_, _| true)
 }
 
 /// Reads a regular file of at most `max` bytes that `allowed` accepts

@@ -581,3 +581,88 @@ fn tls_files_are_loaded_and_checked() {
         "{stdout}"
     );
 }
+
+/// Runs `check` on `config`, failing (not hanging) if it does not end.
+fn check_bounded(config: &Path) -> (i32, String) {
+    let mut child = binary()
+        .args(["check", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = (0..400).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        ended,
+        "check did not end within 20 s on {}",
+        config.display()
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A config or profile path that names `/dev/zero` or a FIFO is refused at
+/// once (before, `/dev/zero` was read until memory ran out and a FIFO hung
+/// `check`), and a profile with more test cases than any instrument needs
+/// is refused instead of taking seconds to load.
+#[test]
+fn files_that_never_end_or_never_open_are_refused() {
+    let (code, stderr) = check_bounded(Path::new("/dev/zero"));
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let (code, stderr) = check_bounded(&fifo);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+
+    // The device's profile, in a folder of the config's own, is a FIFO.
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    let profile = profiles.join("grip-dynamometer-stx-etx.toml");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&profile)
+        .status()
+        .unwrap()
+        .success());
+    let config = one_serial_device(dir.path(), "grip-dynamometer-stx-etx");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let own_profiles = text.replace(
+        &profiles_dir().display().to_string(),
+        &profiles.display().to_string(),
+    );
+    std::fs::write(&config, &own_profiles).unwrap();
+    let (code, stderr) = check_bounded(&config);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("grip-dynamometer-stx-etx.toml") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+
+    // The same profile with 20,000 test cases.
+    std::fs::remove_file(&profile).unwrap();
+    let mut good =
+        std::fs::read_to_string(profiles_dir().join("grip-dynamometer-stx-etx.toml")).unwrap();
+    for _ in 0..20_000 {
+        good.push_str("\n[[test]]\nhex = \"02\"\n");
+    }
+    std::fs::write(&profile, &good).unwrap();
+    let (code, stderr) = check_bounded(&config);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(stderr.contains("a profile may hold 1000"), "{stderr}");
+}

@@ -10,6 +10,9 @@ use crate::profile::{self, Profile};
 
 use super::{DecodeArgs, EXIT_CONFIG, EXIT_DATA, EXIT_USAGE};
 
+/// The largest capture `--file` reads (hours of a serial instrument).
+const MAX_CAPTURE_BYTES: u64 = 256 * 1024 * 1024;
+
 pub(super) fn decode(args: DecodeArgs) -> ExitCode {
     let profile = match args.profile.as_deref().map(Profile::load).transpose() {
         Ok(p) => p,
@@ -23,7 +26,8 @@ pub(super) fn decode(args: DecodeArgs) -> ExitCode {
     } else if let Some(text) = &args.input.text {
         Ok(unescape(text))
     } else if let Some(file) = &args.input.file {
-        std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))
+        crate::secret::read_file(file, MAX_CAPTURE_BYTES)
+            .map_err(|e| format!("{}: {e}", file.display()))
     } else {
         Err("give --hex, --text or --file".to_string())
     };

@@ -68,6 +68,25 @@ pub enum BinError {
     BadText,
 }
 
+/// Packed BCD as its digit string, leading zeros kept (an id on a card).
+pub fn bcd_digits(bytes: &[u8], endian: Endian) -> Result<String, BinError> {
+    let mut digits = String::with_capacity(bytes.len() * 2);
+    let mut push = |b: u8| {
+        for nibble in [b >> 4, b & 0x0F] {
+            if nibble > 9 {
+                return Err(BinError::BadBcd(b));
+            }
+            digits.push(char::from(b'0' + nibble));
+        }
+        Ok(())
+    };
+    match endian {
+        Endian::Big => bytes.iter().try_for_each(|b| push(*b))?,
+        Endian::Little => bytes.iter().rev().try_for_each(|b| push(*b))?,
+    }
+    Ok(digits)
+}
+
 /// Reads `bytes` (exactly the field's size) as `kind`.
 pub fn read(bytes: &[u8], kind: BinType, endian: Endian) -> Result<BinValue, BinError> {
     let uint = || read_uint(bytes, endian);
@@ -84,22 +103,11 @@ pub fn read(bytes: &[u8], kind: BinType, endian: Endian) -> Result<BinValue, Bin
         BinType::I32 => signed(32),
         BinType::F32 => f32::from_bits(uint() as u32) as f64,
         BinType::F64 => f64::from_bits(uint()),
-        BinType::Bcd => {
-            let mut v = 0u64;
-            let ordered: Vec<u8> = match endian {
-                Endian::Big => bytes.to_vec(),
-                Endian::Little => bytes.iter().rev().copied().collect(),
-            };
-            for b in ordered {
-                for nibble in [b >> 4, b & 0x0F] {
-                    if nibble > 9 {
-                        return Err(BinError::BadBcd(b));
-                    }
-                    v = v * 10 + nibble as u64;
-                }
-            }
-            v as f64
-        }
+        // A number this long loses digits in an f64 but cannot overflow;
+        // an id in BCD is read as its digits instead (`bcd_digits`).
+        BinType::Bcd => bcd_digits(bytes, endian)?
+            .bytes()
+            .fold(0.0, |v, d| v * 10.0 + (d - b'0') as f64),
         BinType::Sfloat => return Ok(sfloat(uint() as u16)),
         BinType::Float => return Ok(float(uint() as u32)),
         BinType::Ascii => {

@@ -269,14 +269,18 @@ pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
 
 /// The config file's text, or the problem of reading it.
 fn read_file(path: &Path) -> Result<String, Vec<Problem>> {
-    std::fs::read_to_string(path).map_err(|e| {
+    let problem = |message: String| {
         vec![Problem {
             file: path.to_path_buf(),
             line: None,
-            message: format!("cannot read the config file: {e}"),
+            message,
             fix: format!("create it (an example is systemd/fitedge.toml) or pass --config PATH; default is {DEFAULT_PATH}"),
         }]
-    })
+    };
+    let bytes = crate::secret::read_file(path, crate::secret::MAX_FILE_BYTES)
+        .map_err(|e| problem(format!("cannot read the config file: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|_| problem("cannot read the config file: it is not UTF-8 text".into()))
 }
 
 /// Parses and validates config text; `path` is used in messages and to

@@ -40,8 +40,9 @@ pub struct DeviceContext {
     /// Whether the device belongs to a station: only then do its session
     /// events (an end frame, a rejected scan) go on to the binder.
     pub in_station: bool,
-    /// Rejections are logged at most once per [`REJECT_LOG_EVERY`].
-    reject_log: Mutex<LogLimit>,
+    /// Rejections are logged at most once per [`REJECT_LOG_EVERY`] for
+    /// each kind: unexpected frames, corrupt frames.
+    reject_log: Mutex<[LogLimit; 2]>,
 }
 
 /// How often a device's rejected frames are logged, at most.
@@ -91,7 +92,10 @@ impl DeviceContext {
             stats,
             records,
             in_station: false,
-            reject_log: Mutex::new(LogLimit::new(REJECT_LOG_EVERY)),
+            reject_log: Mutex::new([
+                LogLimit::new(REJECT_LOG_EVERY),
+                LogLimit::new(REJECT_LOG_EVERY),
+            ]),
         }
     }
 
@@ -195,36 +199,40 @@ impl DeviceContext {
 
     /// The one place a source reports what did not decode: counts it (bad
     /// or ignored) and logs it. Warnings come at most once per
-    /// [`REJECT_LOG_EVERY`] with a count of what was left out; a routine
-    /// ignored frame is logged at debug only.
+    /// [`REJECT_LOG_EVERY`] for each kind (corrupt, unexpected), with a
+    /// count of what was left out, and never carry the frame's bytes: those
+    /// are shown at debug level only, and only for profiles whose frames
+    /// name no one. A routine ignored frame is logged at debug only.
     pub fn reject(&self, rejection: Rejection<'_>) {
-        // Frames that can name a person are never shown, not even in hex.
         let shown = match self.profile.borrow().carries_subject() {
-            true => &[][..],
-            false => &rejection.raw[..rejection.raw.len().min(MAX_LOGGED_BYTES)],
+            true => None,
+            false => Some(&rejection.raw[..rejection.raw.len().min(MAX_LOGGED_BYTES)]),
         };
         if rejection.corrupt {
             self.stats.frames_bad.fetch_add(1, Relaxed);
             self.stats.set_error(rejection.error);
         } else {
             self.stats.frames_ignored.fetch_add(1, Relaxed);
-            if rejection.routine {
-                debug!(message = "Frame ignored.", reason = %rejection.error, at = rejection.at, hex = %hex(shown));
-                return;
-            }
         }
-        let allowed = self
-            .reject_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        if let Some(bytes) = shown {
+            debug!(message = "Frame not decoded.", reason = %rejection.error, at = rejection.at, hex = %hex(bytes));
+        }
+        if rejection.routine && !rejection.corrupt {
+            return;
+        }
+        let allowed = self.reject_log.lock().unwrap_or_else(|p| p.into_inner())
+            [rejection.corrupt as usize]
             .allow();
         if let Some(suppressed) = allowed {
             warn!(
-                message = "Frame rejected.",
+                message = match rejection.corrupt {
+                    true => "Frame rejected.",
+                    false => "Frame not for this profile.",
+                },
                 device = %self.origin.device_id,
                 error = %rejection.error,
                 at = rejection.at,
-                hex = %hex(shown),
+                bytes = rejection.raw.len(),
                 profile = %self.profile.borrow().id,
                 suppressed,
                 stage = "decoding"
@@ -359,10 +367,11 @@ mod tests {
             ctx.stats.last_error.lock().unwrap().as_deref(),
             Some("bad checksum 2")
         );
+        let limits = ctx.reject_log.lock().unwrap();
         assert_eq!(
-            ctx.reject_log.lock().unwrap().suppressed,
-            3,
-            "one line logged; two bad and one unexpected left out and counted, the routine one not"
+            (limits[1].suppressed, limits[0].suppressed),
+            (2, 0),
+            "one line for each kind: two bad left out and counted, the unexpected one logged, the routine one not"
         );
     }
 

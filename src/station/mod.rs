@@ -34,12 +34,14 @@ pub fn state_path(buffer_dir: &Path) -> PathBuf {
 /// The saved sessions; an unreadable file is reported and replaced (its
 /// sessions are lost, the readings are not: they arrive unbound).
 pub fn load(path: &Path) -> Saved {
-    match std::fs::read(path) {
+    if !path.exists() {
+        return Saved::default();
+    }
+    match crate::secret::read_file(path, crate::secret::MAX_FILE_BYTES) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             error!(message = "Saved station sessions are unreadable; starting with none.", path = %path.display(), error = %e, stage = "stations");
             Saved::default()
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved::default(),
         Err(e) => {
             error!(message = "Cannot read the saved station sessions; starting with none.", path = %path.display(), error = %e, stage = "stations");
             Saved::default()

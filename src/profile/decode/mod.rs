@@ -294,20 +294,28 @@ fn read_bytes(bytes: &[u8], field: &FieldSpec) -> Result<Option<Raw>, DecodeErro
         return Ok(None);
     };
     let size = field.byte_size().unwrap_or(0);
-    let Some(slice) = bytes.get(offset..offset + size) else {
+    let end = offset.saturating_add(size);
+    let Some(slice) = bytes.get(offset..end) else {
         return Err(DecodeError::TooShort {
             field: field.label(),
             have: bytes.len(),
-            need: offset + size,
+            need: end,
         });
     };
-    let value = binary::read(slice, kind, field.endian).map_err(|e| DecodeError::BadBytes {
+    let bad = |e| DecodeError::BadBytes {
         field: field.label(),
         detail: match e {
             BinError::BadBcd(b) => format!("0x{b:02X} is not BCD"),
             BinError::BadText => "text is not valid in its encoding".into(),
         },
-    })?;
+    };
+    // An id in BCD keeps its leading zeros and every digit.
+    if field.role == Role::Subject && kind == BinType::Bcd {
+        return Ok(Some(Raw::Text(
+            binary::bcd_digits(slice, field.endian).map_err(bad)?,
+        )));
+    }
+    let value = binary::read(slice, kind, field.endian).map_err(bad)?;
     Ok(Some(match value {
         BinValue::Number(n) => Raw::Number(bits(n, field)),
         BinValue::Text(t) if t.is_empty() => return Ok(None),
@@ -322,11 +330,12 @@ fn read_registers(regs: &[u16], field: &FieldSpec) -> Result<Option<Raw>, Decode
     };
     let kind = field.kind.unwrap_or(BinType::U16);
     let words = kind.size().unwrap_or(2).div_ceil(2);
-    let Some(slice) = regs.get(first..first + words) else {
+    let end = first.saturating_add(words);
+    let Some(slice) = regs.get(first..end) else {
         return Err(DecodeError::TooShort {
             field: field.label(),
             have: regs.len() * 2,
-            need: (first + words) * 2,
+            need: end.saturating_mul(2),
         });
     };
     let mut ordered = slice.to_vec();
@@ -379,13 +388,7 @@ pub fn decode(
             (_, Raw::Absent) => {}
             (Role::Metric, raw) => m.values.push(reading(field, raw)?),
             (Role::Subject, raw) => {
-                let text = match (raw, field.kind, field.length) {
-                    // A BCD id keeps its leading zeros.
-                    (Raw::Number(n), Some(BinType::Bcd), Some(len)) => {
-                        format!("{:0width$}", n as u64, width = len * 2)
-                    }
-                    (raw, _, _) => raw_text(raw),
-                };
+                let text = raw_text(raw);
                 // An instrument with no card tapped sends an empty id.
                 if !text.trim().is_empty() {
                     let pseudonym = subject(field, &text, ctx)?;

@@ -413,6 +413,31 @@ fn bcd_subjects_keep_leading_zeros_and_ids_are_case_blind() {
     assert_eq!(lower, upper);
 }
 
+/// A BCD field is read digit by digit: an id of 20 digits keeps every one
+/// (an f64 would round it), and a field of 40,000 bytes, longer than any
+/// number or format width, is an error or a value, never a panic.
+#[test]
+fn long_bcd_fields_neither_round_nor_panic() {
+    let id = "offset = 0\ntype = \"bcd\"\nlength = 10\nrole = \"subject\"";
+    let bytes = parse_hex("12 34 56 78 90 98 76 54 32 10").unwrap();
+    let m = run("type = \"binary\"", &[id], &bytes).unwrap();
+    assert_eq!(m.subject_ref, psn("12345678909876543210"));
+
+    let huge = 40_000;
+    let payload = vec![0x99; huge];
+    let subject = format!("offset = 0\ntype = \"bcd\"\nlength = {huge}\nrole = \"subject\"");
+    let err = run("type = \"binary\"", &[&subject], &payload).unwrap_err();
+    assert!(err.to_string().contains("subject"), "{err}");
+    let metric = format!("offset = 0\ntype = \"bcd\"\nlength = {huge}\nmetric = \"body.height\"");
+    let m = run("type = \"binary\"", &[&metric], &payload);
+    assert!(m.is_ok() || m.is_err(), "no panic");
+    let far = "offset = 18446744073709551615\ntype = \"u16\"\nmetric = \"body.height\"";
+    assert!(matches!(
+        run("type = \"binary\"", &[far], &payload),
+        Err(DecodeError::TooShort { .. })
+    ));
+}
+
 #[test]
 fn device_time_formats() {
     let f = "key = \"T\"\nrole = \"device_time\"\nformat = \"%Y%m%d%H%M%S\"";

@@ -206,6 +206,8 @@ struct State {
     discarding: bool,
     /// Line framing: lines that are whole replies of their own ("measing").
     ignore: Vec<String>,
+    /// STX/ETX framing: where the partial frame's ETX is, once seen.
+    end_at: Option<usize>,
 }
 
 impl Framer {
@@ -262,26 +264,31 @@ impl Framer {
         state.buf.clear();
         state.record.clear();
         state.discarding = false;
+        state.end_at = None;
         out
     }
 }
 
 impl State {
     /// Buffers `bytes` and takes every frame a binary framing's step finds.
+    /// The steps walk a cursor and the buffer is cut once at the end, so a
+    /// long run of garbage (or a whole capture) costs time in its length,
+    /// not its square.
     fn steps(&mut self, bytes: &[u8], step: impl Fn(&[u8]) -> Step, out: &mut Vec<Framed>) {
         self.buf.extend_from_slice(bytes);
-        loop {
-            match step(&self.buf) {
-                Step::NeedMore => return,
-                Step::Skip(n) => {
-                    self.buf.drain(..n.min(self.buf.len()));
-                }
+        let mut start = 0;
+        while start < self.buf.len() {
+            let left = self.buf.len() - start;
+            match step(&self.buf[start..]) {
+                Step::NeedMore => break,
+                Step::Skip(n) => start += n.clamp(1, left),
                 Step::Frame { consumed, framed } => {
-                    self.buf.drain(..consumed.min(self.buf.len()));
+                    start += consumed.clamp(1, left);
                     out.push(framed);
                 }
             }
         }
+        self.buf.drain(..start);
     }
 }
 

@@ -42,33 +42,32 @@ impl StxEtxSpec {
         Some(self.max_bytes)
     }
 
-    /// Takes one byte of the stream.
+    /// Takes one byte of the stream. Where the ETX stands is remembered,
+    /// so each byte costs the same however long the frame grows.
     pub(super) fn push(&self, state: &mut State, b: u8, out: &mut Vec<Framed>) {
         let (stx, etx, max) = (self.stx, self.etx, self.max_bytes);
         if state.buf.is_empty() {
             // Hunting for STX: anything else is line noise between frames.
             if b == stx {
                 state.buf.push(b);
+                state.end_at = None;
             }
             return;
         }
-        let check_len = self.checksum.map_or(0, ChecksumKind::size);
-        let etx_at = state
-            .buf
-            .iter()
-            .skip(1)
-            .position(|x| *x == etx)
-            .map(|p| p + 1);
-        if etx_at.is_none() && b == stx {
+        if state.end_at.is_none() && b == stx {
             let raw = std::mem::replace(&mut state.buf, vec![stx]);
             out.push(Framed::err(raw, FrameError::Truncated));
             return;
         }
         state.buf.push(b);
-        let etx_at = etx_at.or_else(|| (b == etx).then_some(state.buf.len() - 1));
-        match etx_at {
+        if state.end_at.is_none() && b == etx {
+            state.end_at = Some(state.buf.len() - 1);
+        }
+        let check_len = self.checksum.map_or(0, ChecksumKind::size);
+        match state.end_at {
             Some(at) if state.buf.len() == at + 1 + check_len => {
                 let raw = std::mem::take(&mut state.buf);
+                state.end_at = None;
                 let payload = raw[1..at].to_vec();
                 let result = match self.checksum {
                     None => Ok(payload),
@@ -79,6 +78,7 @@ impl StxEtxSpec {
             }
             _ if state.buf.len() > max => {
                 let raw = std::mem::take(&mut state.buf);
+                state.end_at = None;
                 out.push(Framed::err(raw, FrameError::TooLong { max }));
             }
             _ => {}

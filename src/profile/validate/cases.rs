@@ -11,6 +11,10 @@ use crate::problem::{Problem, SourceText};
 use crate::profile::spec::{Expect, RawTest, TestCase};
 use crate::vocabulary::Vocabulary;
 
+/// The most `[[test]]` tables one profile may hold (the catalogue's
+/// profiles hold up to eight).
+pub const MAX_TESTS: usize = 1000;
+
 pub(in crate::profile) fn validate_tests(
     src: &SourceText,
     raw: &[Spanned<RawTest>],
@@ -20,9 +24,18 @@ pub(in crate::profile) fn validate_tests(
     let vocab = Vocabulary::get();
     let mut names = HashSet::new();
     let mut tests = Vec::new();
+    if raw.len() > MAX_TESTS {
+        problems.push(src.problem(
+            raw.get(MAX_TESTS).map(|t| t.span()),
+            format!("{} [[test]] tables; a profile may hold {MAX_TESTS}", raw.len()),
+            "keep the cases that show each kind of frame; replay long captures with fitedge decode --file",
+        ));
+        return tests;
+    }
+    let mut lines = (0, 0);
     for (i, spanned) in raw.iter().enumerate() {
         let span = spanned.span();
-        let line = src.line_of(span.start);
+        let line = src.line_from(&mut lines, span.start);
         let t = spanned.get_ref();
         let name = t.name.clone().unwrap_or_else(|| format!("test {}", i + 1));
         if !names.insert(name.clone()) {

@@ -24,14 +24,18 @@ use cases::validate_tests;
 impl Profile {
     /// Reads and validates one profile file.
     pub fn load(path: &Path) -> Result<Profile, Vec<Problem>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let problem = |message: String| {
             vec![Problem {
                 file: path.to_path_buf(),
                 line: None,
-                message: format!("cannot read profile: {e}"),
-                fix: "check the path and the file's permissions".into(),
+                message,
+                fix: "name a profile file (TOML), readable by the gateway's user".into(),
             }]
-        })?;
+        };
+        let bytes = crate::secret::read_file(path, crate::secret::MAX_FILE_BYTES)
+            .map_err(|e| problem(format!("cannot read profile: {e}")))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| problem("cannot read profile: it is not UTF-8 text".into()))?;
         Profile::parse(path, &text)
     }
 
