@@ -1,7 +1,8 @@
 //! Jittered exponential backoff, for every link that is retried: device
-//! ports and radios, the LAN and upstream brokers, a failing disk.
+//! ports and radios, the LAN and upstream brokers, a failing disk; and
+//! [`LogLimit`], the same restraint for log lines about them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Backoff between attempts to (re)open a link.
 #[derive(Debug, Clone)]
@@ -33,6 +34,40 @@ impl Backoff {
     }
 }
 
+/// At most one log line per `every`, with a count of what was left out.
+#[derive(Debug)]
+pub struct LogLimit {
+    every: Duration,
+    next: Instant,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    pub fn new(every: Duration) -> LogLimit {
+        LogLimit {
+            every,
+            next: Instant::now(),
+            suppressed: 0,
+        }
+    }
+
+    /// Lines left out since the last one logged.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be logged.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if now < self.next {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = now + self.every;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +81,15 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn log_limit_counts_what_it_leaves_out() {
+        let mut l = LogLimit::new(Duration::from_secs(60));
+        assert_eq!(l.allow(), Some(0));
+        assert_eq!(l.allow(), None);
+        assert_eq!(l.allow(), None);
+        l.next = Instant::now();
+        assert_eq!(l.allow(), Some(2));
     }
 }

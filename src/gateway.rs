@@ -206,9 +206,9 @@ impl Stages {
             handle.reload.clone(),
             stats.clone(),
         ));
-        let endpoint = config.status_listen.and_then(|listen| {
+        let endpoint = config.status.as_ref().and_then(|status| {
             crate::report::serve(
-                listen,
+                status,
                 config.gateway_id.clone(),
                 config.site_id.clone(),
                 stats.clone(),

@@ -24,7 +24,8 @@
 //! - [`watchdog`], [`status`], [`report`]: systemd's watchdog, counters,
 //!   the heartbeat and the localhost status endpoint.
 //! - [`vocabulary`], [`units`]: canonical metrics and unit conversion;
-//!   [`clock`], [`backoff`], [`usb`], [`problem`]: time, retries, USB port
+//!   [`clock`], [`backoff`], [`listen`], [`usb`], [`problem`]: time,
+//!   retries, listeners that survive running out of descriptors, USB port
 //!   lookup, user-facing errors.
 //! - [`sim`], [`broker`]: simulated instruments and an embedded broker for
 //!   the demo, the LAN side and the tests.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod gateway;
 pub mod gatt;
 pub mod identity;
+pub mod listen;
 pub mod normalize;
 pub mod outbox;
 pub mod problem;

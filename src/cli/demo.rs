@@ -172,7 +172,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
     fastrand::fill(&mut key);
     let keys = Arc::new(Keyring::new(Key::new(key).context("making the demo key")?));
     let config = Config {
-        status_listen: crate::config::DEFAULT_STATUS.parse().ok(),
+        status: Some(crate::config::StatusEndpoint::local()),
         lan,
         gateway_id: GATEWAY.into(),
         site_id: SITE.into(),

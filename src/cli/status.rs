@@ -6,17 +6,21 @@ use std::process::ExitCode;
 use crate::config;
 
 pub(super) fn status(address: Option<std::net::SocketAddr>, path: &Path, json: bool) -> ExitCode {
-    let address = address
-        .or_else(|| config::load(path).ok().and_then(|c| c.status_listen))
-        .or_else(|| config::DEFAULT_STATUS.parse().ok());
-    let Some(address) = address else {
-        eprintln!(
-            "fitedge status: the status endpoint is disabled in {}",
-            path.display()
-        );
-        return ExitCode::FAILURE;
+    let configured = config::load(path).ok().map(|c| c.status);
+    let password = configured.clone().flatten().and_then(|s| s.password);
+    let address = match (address, configured) {
+        (Some(address), _) => address,
+        (None, Some(Some(status))) => status.listen,
+        (None, None) => config::StatusEndpoint::local().listen,
+        (None, Some(None)) => {
+            eprintln!(
+                "fitedge status: the status endpoint is disabled in {}",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
     };
-    match crate::report::fetch(address) {
+    match crate::report::fetch(address, password.as_deref()) {
         Ok(report) if json => {
             println!(
                 "{}",

@@ -4,7 +4,8 @@
 //! upstream `password_file` (where `${NAME}` is expanded from the
 //! environment, for systemd's `CREDENTIALS_DIRECTORY`), and the LAN
 //! broker's `users_file` or the site broker's `password_file`, and the
-//! pseudonym keys of `[identity]` and the TLS files of the `tls` tables.
+//! pseudonym keys of `[identity]`, the TLS files of the `tls` tables and
+//! the status endpoint's `password_file`.
 //! Every secret file must be readable by its owner only ([`secret`]).
 //! They are read here, after every section is checked, into the draft
 //! config.
@@ -61,6 +62,22 @@ pub(super) fn apply(
         };
         if let Some(hint) = hint {
             warnings.push(src.problem(span(&up.port), hint, ""));
+        }
+    }
+    if let (Section::Read(status), Some(Some(endpoint))) = (&raw.status, &mut draft.status) {
+        let at = Some(src.key_span(status.span(), "password_file"));
+        if let Some(file) = &status.get_ref().password_file {
+            let read = secret_path(src, at.clone(), base, "password_file", file, problems)
+                .map(|path| secret::read_password(&path).map_err(|e| (path, e)));
+            match read {
+                Some(Ok(password)) => endpoint.password = Some(password),
+                Some(Err((path, e))) => problems.push(src.problem(
+                    at,
+                    format!("[status] password_file {}: {e}", path.display()),
+                    e.fix(&path),
+                )),
+                None => {}
+            }
         }
     }
     let (Section::Read(lan), Some(Some(drafted))) = (&raw.lan, &mut draft.lan) else {

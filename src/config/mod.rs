@@ -55,8 +55,8 @@ pub struct Config {
     pub devices: Vec<Device>,
     /// How LAN MQTT devices reach the gateway, when any do.
     pub lan: Option<Lan>,
-    /// Where the status endpoint (`fitedge status`, `/metrics`) listens.
-    pub status_listen: Option<std::net::SocketAddr>,
+    /// The status endpoint (`fitedge status`, `/metrics`), when enabled.
+    pub status: Option<StatusEndpoint>,
     /// The keys that turn subject ids into pseudonyms, from `[identity]`.
     pub identity: Option<std::sync::Arc<crate::identity::Keyring>>,
     /// Devices grouped with the readers that say who is measured.
@@ -80,6 +80,24 @@ pub struct Station {
 
 /// The status endpoint's default address: localhost only.
 pub const DEFAULT_STATUS: &str = "127.0.0.1:9717";
+
+/// `[status]`: where the status endpoint listens and the password it asks
+/// for (from `password_file`; required when it listens off loopback).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusEndpoint {
+    pub listen: std::net::SocketAddr,
+    pub password: Option<String>,
+}
+
+impl StatusEndpoint {
+    /// The default: localhost, no password.
+    pub fn local() -> StatusEndpoint {
+        StatusEndpoint {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9717)),
+            password: None,
+        }
+    }
+}
 
 /// The gateway's MQTT side facing the site's LAN devices.
 #[derive(Debug, Clone)]
@@ -306,7 +324,7 @@ struct Draft {
     /// other sections have problems.
     devices: Vec<Device>,
     lan: Option<Option<Lan>>,
-    status_listen: Option<Option<std::net::SocketAddr>>,
+    status: Option<Option<StatusEndpoint>>,
     /// `Some(None)` when `[identity]` is absent.
     identity: Option<Option<std::sync::Arc<crate::identity::Keyring>>>,
     stations: Vec<Station>,
@@ -324,7 +342,7 @@ impl Draft {
             buffer: self.buffer?,
             devices: self.devices,
             lan: self.lan?,
-            status_listen: self.status_listen?,
+            status: self.status?,
             identity: self.identity?,
             stations: self.stations,
             warnings: self.warnings,
@@ -382,7 +400,7 @@ fn check_sections(
             raw::Section::Broken => None,
             raw::Section::Read(l) => Some(Some(lan::check_lan(src, l, gateway, problems))),
         },
-        status_listen: status::check_status(src, &raw.status, problems),
+        status: status::check_status(src, &raw.status, problems),
         gateway_id,
         site_id,
         warnings: Vec::new(),

@@ -97,6 +97,9 @@ pub(super) struct RawStatus {
     pub listen: String,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The password HTTP clients must give (Basic); required off loopback.
+    #[serde(default)]
+    pub password_file: Option<String>,
 }
 
 fn default_status() -> String {

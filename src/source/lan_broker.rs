@@ -46,6 +46,7 @@ use tracing::{debug, error, info, warn};
 use super::mqtt::matches;
 use super::LogLimit;
 use crate::config::EmbeddedLan;
+use crate::listen::Acceptor;
 use crate::status::Stats;
 
 /// Connections that have not sent CONNECT yet, in all and per address.
@@ -334,27 +335,12 @@ async fn accept_loop(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    let mut accept_log = LogLimit::new(Duration::from_secs(10));
-    let mut pause = Duration::from_millis(10);
+    let mut listener = Acceptor::new(listener, "LAN broker");
     loop {
-        let accepted = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = shutdown.cancelled() => return,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors (or another transient error): wait
-                // rather than spin on a listener that stays readable.
-                if let Some(suppressed) = accept_log.allow() {
-                    warn!(message = "LAN broker cannot accept connections; pausing.", error = %e, pause_ms = pause.as_millis() as u64, suppressed, stage = "source");
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        pause = Duration::from_millis(10);
         let Some(pending) = shared.admit(peer.ip()) else {
             shared.refuse(peer, "too many connections waiting to log in");
             continue;

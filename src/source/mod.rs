@@ -15,11 +15,11 @@ pub mod mqtt;
 pub mod poll;
 pub mod serial;
 
-pub use crate::backoff::Backoff;
+pub use crate::backoff::{Backoff, LogLimit};
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
@@ -252,35 +252,6 @@ pub fn sanitize(text: &str) -> String {
         .collect()
 }
 
-/// At most one log line per `every`, with a count of what was left out.
-#[derive(Debug)]
-pub struct LogLimit {
-    every: Duration,
-    next: Instant,
-    suppressed: u64,
-}
-
-impl LogLimit {
-    pub fn new(every: Duration) -> LogLimit {
-        LogLimit {
-            every,
-            next: Instant::now(),
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(suppressed since the last line)` when a line may be logged.
-    pub fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if now < self.next {
-            self.suppressed += 1;
-            return None;
-        }
-        self.next = now + self.every;
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,19 +340,9 @@ mod tests {
         );
         let limits = ctx.reject_log.lock().unwrap();
         assert_eq!(
-            (limits[1].suppressed, limits[0].suppressed),
+            (limits[1].suppressed(), limits[0].suppressed()),
             (2, 0),
             "one line for each kind: two bad left out and counted, the unexpected one logged, the routine one not"
         );
-    }
-
-    #[test]
-    fn log_limit_counts_what_it_leaves_out() {
-        let mut l = LogLimit::new(Duration::from_secs(60));
-        assert_eq!(l.allow(), Some(0));
-        assert_eq!(l.allow(), None);
-        assert_eq!(l.allow(), None);
-        l.next = Instant::now();
-        assert_eq!(l.allow(), Some(2));
     }
 }

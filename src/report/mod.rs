@@ -1,7 +1,10 @@
-//! The gateway's self-report on localhost, for people and for monitoring:
-//! `GET /status` (JSON: uplink, buffer, devices, counters) and `GET /metrics`
-//! (Prometheus text), served from a small thread; `fitedge status` is its
-//! client and prints the same figures for a person.
+//! The gateway's self-report, for people and for monitoring: `GET /status`
+//! (JSON: uplink, buffer, devices, counters) and `GET /metrics`
+//! (Prometheus text), served by [`serve`] (on localhost unless configured
+//! otherwise, then with a password); `fitedge status` is its client and
+//! prints the same figures for a person.
+
+pub mod serve;
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -9,11 +12,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
-use tracing::{error, info};
 
 use crate::outbox::Outbox;
 use crate::status::{health, Health, Stats};
+pub use serve::Endpoint;
 
 /// What `GET /status` returns.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -25,80 +29,48 @@ pub struct Report {
     pub health: Health,
 }
 
-/// The running endpoint; stops when dropped.
-pub struct Endpoint {
-    server: Arc<tiny_http::Server>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Serves the report on `listen` until the returned endpoint is dropped.
+/// Serves the report where `[status]` says until the returned endpoint is
+/// dropped (inside the runtime).
 pub fn serve(
-    listen: SocketAddr,
+    status: &crate::config::StatusEndpoint,
     gateway_id: String,
     site_id: String,
     stats: Arc<Stats>,
     outbox: Arc<Mutex<Outbox>>,
 ) -> Option<Endpoint> {
-    let server = match tiny_http::Server::http(listen) {
-        Ok(server) => Arc::new(server),
-        Err(e) => {
-            error!(message = "Status endpoint not started; fitedge status and /metrics are off.", address = %listen, error = %e, stage = "status");
-            return None;
-        }
+    let report = move || Report {
+        gateway_id: gateway_id.clone(),
+        site_id: site_id.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uplink_connected: stats
+            .uplink_connected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        health: health(
+            &stats,
+            outbox.lock().unwrap_or_else(|p| p.into_inner()).waiting(),
+        ),
     };
-    info!(message = "Status endpoint listening.", address = %listen);
-    let srv = server.clone();
-    let thread = std::thread::Builder::new()
-        .name("status-http".into())
-        .spawn(move || {
-            for request in srv.incoming_requests() {
-                let report = || Report {
-                    gateway_id: gateway_id.clone(),
-                    site_id: site_id.clone(),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    uplink_connected: stats
-                        .uplink_connected
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                    health: health(
-                        &stats,
-                        outbox.lock().unwrap_or_else(|p| p.into_inner()).waiting(),
-                    ),
-                };
-                let (body, content_type, code) = match request.url() {
-                    "/status" => (
-                        serde_json::to_string_pretty(&report()).unwrap_or_default(),
-                        "application/json",
-                        200,
-                    ),
-                    "/metrics" => (prometheus(&report()), "text/plain; version=0.0.4", 200),
-                    _ => (
-                        "not found: try /status or /metrics\n".to_string(),
-                        "text/plain",
-                        404,
-                    ),
-                };
-                let header = tiny_http::Header::from_bytes("Content-Type", content_type).ok();
-                let mut response = tiny_http::Response::from_string(body).with_status_code(code);
-                if let Some(h) = header {
-                    response = response.with_header(h);
-                }
-                let _ = request.respond(response);
-            }
-        })
-        .ok()?;
-    Some(Endpoint {
-        server,
-        thread: Some(thread),
-    })
+    serve::serve(
+        status.listen,
+        status.password.as_deref(),
+        move |path| match path {
+            "/status" => (
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&report()).unwrap_or_default(),
+            ),
+            "/metrics" => (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                prometheus(&report()),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: try /status or /metrics\n".into(),
+            ),
+        },
+    )
 }
 
 /// The report in Prometheus' text format.
@@ -248,30 +220,41 @@ pub fn prometheus(report: &Report) -> String {
     out
 }
 
-/// Fetches the report from a running gateway.
-pub fn fetch(address: SocketAddr) -> Result<Report, String> {
+/// Fetches the report from a running gateway, giving `password` when the
+/// endpoint asks for one.
+pub fn fetch(address: SocketAddr, password: Option<&str>) -> Result<Report, String> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(3)).map_err(|e| {
         format!("no gateway answers on {address} ({e}); is it running, with [status] enabled?")
     })?;
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    std::io::Write::write_all(
-        &mut stream,
-        b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n",
-    )
-    .map_err(|e| e.to_string())?;
+    let authorization = password
+        .map(|p| format!("Authorization: Basic {}\r\n", serve::basic("fitedge", p)))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{authorization}\r\n"
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).map_err(|e| e.to_string())?;
     let mut text = String::new();
     stream
+        .take(MAX_REPORT_BYTES)
         .read_to_string(&mut text)
         .map_err(|e| e.to_string())?;
-    let body = text
+    let (head, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
         .ok_or("the gateway's answer has no body")?;
+    if head.starts_with("HTTP/1.1 401") {
+        return Err(format!(
+            "the gateway on {address} asks for a password: run as a user who can read [status] password_file"
+        ));
+    }
     serde_json::from_str(body)
         .map_err(|e| format!("the gateway's answer is not a status report: {e}"))
 }
+
+/// The longest answer `fetch` reads.
+const MAX_REPORT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The report as a person reads it.
 pub fn render(r: &Report) -> String {
