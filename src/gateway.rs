@@ -122,6 +122,9 @@ async fn open_outbox(config: &Config, stats: &Stats) -> Result<Outbox, GatewayEr
         }
         error!(message = "Started with an empty buffer; the unreadable one is kept for inspection.", moved_to = %aside.display(), stage = "buffer");
     }
+    stats
+        .records_quarantined
+        .store(outbox.quarantined(), std::sync::atomic::Ordering::Relaxed);
     info!(
         message = "Buffer open.",
         dir = %config.buffer.dir.display(),

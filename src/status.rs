@@ -60,6 +60,8 @@ pub struct Stats {
     /// Profile reloads rejected because a profile was broken.
     pub profile_reload_errors: AtomicU64,
     pub records_expired: AtomicU64,
+    /// Unreadable buffer slots moved to the quarantine file, ever.
+    pub records_quarantined: AtomicU64,
     /// Boot-clock time of the last PUBACK for a record (0: none yet).
     pub last_ack_uptime_ms: AtomicU64,
     /// Boot-clock time of the last successful connect upstream.
@@ -125,6 +127,8 @@ pub struct Snapshot {
     pub buffer_errors: u64,
     pub profile_reload_errors: u64,
     pub records_expired: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub records_quarantined: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buffer_moved_aside: Option<String>,
     pub lan_unmatched: u64,
@@ -209,6 +213,7 @@ impl Stats {
             buffer_errors: self.buffer_errors.load(Relaxed),
             profile_reload_errors: self.profile_reload_errors.load(Relaxed),
             records_expired: self.records_expired.load(Relaxed),
+            records_quarantined: self.records_quarantined.load(Relaxed),
             lan_unmatched: self.lan_unmatched.load(Relaxed),
             lan_connections: self.lan_connections.load(Relaxed),
             lan_connections_refused: self.lan_connections_refused.load(Relaxed),

@@ -76,13 +76,8 @@ async fn store(
     loop {
         let shared = outbox.clone();
         let mut attempt = records.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut outbox = shared.lock().unwrap_or_else(|p| p.into_inner());
-            outbox
-                .append(&mut attempt)
-                .map(|outcome| (outcome, outbox.head()))
-        })
-        .await;
+        let result =
+            tokio::task::spawn_blocking(move || Outbox::append_shared(&shared, &mut attempt)).await;
         let error = match result {
             Ok(Ok((outcome, new_head))) => {
                 report(&outcome, stats);
@@ -101,10 +96,7 @@ async fn store(
         };
         let reopened = {
             let outbox = outbox.clone();
-            tokio::task::spawn_blocking(move || {
-                outbox.lock().unwrap_or_else(|p| p.into_inner()).reopen()
-            })
-            .await
+            tokio::task::spawn_blocking(move || Outbox::reopen_shared(&outbox)).await
         };
         if let Ok(Err(e)) = reopened {
             debug!(message = "Reopening the buffer failed; will retry.", error = %e, stage = "buffer");

@@ -458,3 +458,91 @@ fn a_corrupted_database_is_moved_aside_and_the_gateway_carries_on() {
         aside[0].file_name().to_string_lossy()
     );
 }
+
+/// A slot the card corrupted in the middle of a backlog is moved to the
+/// quarantine file and every other record is delivered; the count reaches
+/// the platform in the status and the bytes `fitedge buffer export
+/// --quarantine`.
+#[test]
+fn an_unreadable_slot_is_quarantined_and_the_rest_delivered() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pty = Pty::open().unwrap();
+    let config = config_with(dir.path(), port, &pty, "");
+    let status = common::enable_status(&config);
+    // No broker yet: the readings wait in the buffer.
+    let mut daemon = Daemon::start(&config, 0);
+    wait_for_port(&daemon);
+    let mut rng = fastrand::Rng::with_seed(12);
+    for n in 1..=12 {
+        pty.write_frame(
+            &fitedge::sim::Instrument::HeightWeight
+                .frame(n, &mut rng)
+                .bytes,
+        )
+        .unwrap();
+    }
+    let accepted = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        common::status_report(status)["health"]["counters"]["records_accepted"] == 12
+    });
+    assert!(accepted, "12 readings buffered:\n{}", daemon.log_text());
+    daemon.stop();
+
+    // Garbage over record 5's slot, as a failing card leaves it.
+    let garbage = vec![0x5A; 40];
+    {
+        let db = sled::open(dir.path().join("buffer")).unwrap();
+        let meta = db.get("meta").unwrap().expect("the ring's meta key");
+        let capacity = u64::from_be_bytes(meta[4..12].try_into().unwrap());
+        db.insert((5 % capacity).to_be_bytes(), garbage.clone())
+            .unwrap();
+        db.flush().unwrap();
+    }
+
+    let Some(_broker) = Mosquitto::start_on(port) else {
+        return;
+    };
+    let platform = Platform::subscribe(port);
+    let mut daemon = Daemon::start(&config, 1);
+    let delivered = platform.wait_until(Duration::from_secs(20), |r| r.records.len() >= 11);
+    assert!(delivered, "the rest delivered:\n{}", daemon.log_text());
+    platform.wait_quiet(Duration::from_secs(1), Duration::from_secs(5));
+    let (seqs, _) = seq_report(&platform.records());
+    let expected: std::collections::BTreeSet<u64> = (0..12).filter(|s| *s != 5).collect();
+    assert_eq!(seqs, expected, "every record but the unreadable one");
+    let report = common::status_report(status);
+    assert_eq!(report["health"]["counters"]["records_quarantined"], 1);
+    assert_eq!(report["health"]["unacknowledged"], 0, "{report}");
+    let log = daemon.log_text();
+    assert!(log.contains("quarantine"), "logged:\n{log}");
+    daemon.stop();
+
+    // Reported upstream from the start of the next run.
+    let mut daemon = Daemon::start(&config, 2);
+    let reported = platform.wait_until(Duration::from_secs(20), |r| {
+        r.statuses
+            .iter()
+            .any(|s| s["state"] == "online" && s["health"]["counters"]["records_quarantined"] == 1)
+    });
+    assert!(reported, "the count in the status:\n{}", daemon.log_text());
+    daemon.stop();
+
+    let out = common::binary()
+        .args(["buffer", "export", "--quarantine", "--dir"])
+        .arg(dir.path().join("buffer"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["seq"], 5);
+    assert_eq!(lines[0]["hex"], "5A".repeat(40));
+    summary!(
+        "fault summary: unreadable slot: 12 buffered, slot 5 quarantined, {} delivered",
+        seqs.len()
+    );
+}

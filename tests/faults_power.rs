@@ -94,18 +94,9 @@ fn outbox_power_cut_child() {
     };
     let options = common::outbox_options(100_000);
     let mut outbox = fitedge::outbox::Outbox::open(Path::new(&dir), options).unwrap();
-    let origin = fitedge::record::Origin {
-        gateway_id: "gw".into(),
-        site_id: "s".into(),
-        device_id: "hw-1".into(),
-        profile_id: "p".into(),
-        transport: fitedge::record::Transport::Serial,
-    };
     let mut out = std::io::stdout().lock();
     loop {
-        let mut batch: Vec<_> = (0..fastrand::usize(1..50))
-            .map(|_| fitedge::record::Record::new(&origin, Default::default()))
-            .collect();
+        let mut batch = records(fastrand::usize(1..50));
         let outcome = outbox.append(&mut batch).unwrap();
         for seq in outcome.accepted {
             writeln!(out, "{seq}").unwrap();
@@ -153,7 +144,7 @@ fn the_outbox_loses_no_accepted_record_across_power_cuts() {
         child.wait().unwrap();
         disk.cut();
         let accepted: Vec<u64> = rx.try_iter().collect();
-        let outbox = fitedge::outbox::Outbox::open(&buffer, options())
+        let mut outbox = fitedge::outbox::Outbox::open(&buffer, options())
             .unwrap_or_else(|e| panic!("cut {cut}: the buffer must open: {e}"));
         let last = accepted.last().copied();
         if let Some(last) = last {
@@ -172,7 +163,7 @@ fn the_outbox_loses_no_accepted_record_across_power_cuts() {
         accepted_total += accepted.len() as u64;
         drop(outbox);
     }
-    let outbox = fitedge::outbox::Outbox::open(&buffer, options()).unwrap();
+    let mut outbox = fitedge::outbox::Outbox::open(&buffer, options()).unwrap();
     let all = outbox.read(0, usize::MAX).unwrap();
     assert_eq!(
         all.len() as u64,
@@ -259,5 +250,118 @@ fn the_daemon_loses_no_accepted_record_across_power_cuts() {
     assert!(
         missing.is_empty(),
         "accepted records missing upstream: {missing:?}"
+    );
+}
+
+fn records(n: usize) -> Vec<fitedge::record::Record> {
+    let origin = fitedge::record::Origin {
+        gateway_id: "gw".into(),
+        site_id: "s".into(),
+        device_id: "hw-1".into(),
+        profile_id: "p".into(),
+        transport: fitedge::record::Transport::Serial,
+    };
+    (0..n)
+        .map(|_| fitedge::record::Record::new(&origin, Default::default()))
+        .collect()
+}
+
+/// The outbox's lock, if it can be had within five seconds.
+fn lock_within<T>(m: &std::sync::Mutex<T>) -> Option<std::sync::MutexGuard<'_, T>> {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(guard) = m.try_lock() {
+            return Some(guard);
+        }
+        if std::time::Instant::now() > until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// While the writer's `fdatasync` (or a rebuild's copy) waits on a slow
+/// disk, the uplink can still read and acknowledge: the outbox's lock is
+/// not held through either. The filesystem holds every sync until told.
+#[test]
+fn the_uplink_acknowledges_while_a_sync_or_a_rebuild_is_slow() {
+    use fitedge::outbox::Outbox;
+    let dir = tempfile::tempdir().unwrap();
+    let Some((disk, _session)) = mount(dir.path()) else {
+        return;
+    };
+    // A failed assertion must not leave a sync held (the unmount would hang).
+    struct Release(Disk);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.release_syncs();
+        }
+    }
+    let _release = Release(disk.clone());
+    let buffer = dir.path().join("buffer");
+    let outbox = std::sync::Arc::new(std::sync::Mutex::new(
+        Outbox::open(&buffer, common::outbox_options(1000)).unwrap(),
+    ));
+    let seqs = |stored: Vec<fitedge::outbox::Stored>| -> Vec<u64> {
+        stored.iter().map(|s| s.seq).collect()
+    };
+    let (_, head) = Outbox::append_shared(&outbox, &mut records(10)).unwrap();
+    assert_eq!(head, 10);
+
+    disk.hold_syncs();
+    let writer = {
+        let outbox = outbox.clone();
+        std::thread::spawn(move || Outbox::append_shared(&outbox, &mut records(5)))
+    };
+    assert!(
+        disk.wait_for_held_sync(Duration::from_secs(10)),
+        "the append reaches its sync"
+    );
+    let mut o = lock_within(&outbox).expect("the lock is free while the writer syncs");
+    assert_eq!(
+        seqs(o.read(0, 100).unwrap()),
+        (0..10).collect::<Vec<_>>(),
+        "records not yet durable are not read"
+    );
+    for seq in 0..10 {
+        o.ack(seq).unwrap();
+    }
+    assert_eq!((o.tail(), o.pending()), (10, 0));
+    drop(o);
+    assert!(!writer.is_finished(), "the sync is still held");
+    disk.release_syncs();
+    let (outcome, head) = writer.join().unwrap().unwrap();
+    assert_eq!(outcome.accepted, (10..15).collect::<Vec<_>>());
+    assert_eq!(head, 15);
+    assert_eq!(
+        seqs(outbox.lock().unwrap().read(0, 100).unwrap()),
+        (10..15).collect::<Vec<_>>()
+    );
+
+    disk.hold_syncs();
+    let rebuilder = {
+        let outbox = outbox.clone();
+        std::thread::spawn(move || Outbox::reopen_shared(&outbox))
+    };
+    assert!(
+        disk.wait_for_held_sync(Duration::from_secs(10)),
+        "the rebuild reaches a sync"
+    );
+    let mut o = lock_within(&outbox).expect("the lock is free while the rebuild copies");
+    o.ack(10).unwrap();
+    assert!(o.read(0, 100).is_err(), "reads wait for the rebuild");
+    drop(o);
+    disk.release_syncs();
+    rebuilder.join().unwrap().unwrap();
+    let mut o = outbox.lock().unwrap();
+    assert_eq!(
+        o.tail(),
+        11,
+        "the acknowledgement made during the rebuild holds"
+    );
+    assert_eq!(seqs(o.read(0, 100).unwrap()), (11..15).collect::<Vec<_>>());
+    eprintln!(
+        "slow sync: 10 records read and acknowledged while an append's sync was held, 1 while a rebuild's was; {} syncs",
+        disk.syncs()
     );
 }

@@ -8,8 +8,9 @@ use crate::problem::render;
 use super::{BufferCommand, EXIT_CONFIG, EXIT_DATA};
 
 pub(super) fn buffer(command: BufferCommand) -> ExitCode {
-    let (BufferCommand::Stats(args) | BufferCommand::Verify(args) | BufferCommand::Export(args)) =
-        &command;
+    let (BufferCommand::Stats(args)
+    | BufferCommand::Verify(args)
+    | BufferCommand::Export { args, .. }) = &command;
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
         None => match config::load(&args.config) {
@@ -52,7 +53,30 @@ pub(super) fn buffer(command: BufferCommand) -> ExitCode {
                 ExitCode::from(EXIT_DATA)
             }
         }
-        BufferCommand::Export(_) => {
+        BufferCommand::Export {
+            quarantine: true, ..
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            match crate::outbox::export_quarantine(&dir, &mut out) {
+                Ok(n) => {
+                    drop(out);
+                    eprintln!(
+                        "fitedge buffer: {n} quarantined slot(s) in {}",
+                        crate::outbox::Quarantine::path_for(&dir).display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "fitedge buffer: reading the quarantine of {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        BufferCommand::Export { .. } => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             match crate::outbox::export(&dir, &mut out) {

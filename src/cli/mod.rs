@@ -88,7 +88,13 @@ pub enum BufferCommand {
     /// Read every unacknowledged record; exit 65 if any is unreadable.
     Verify(BufferArgs),
     /// Write every unacknowledged record as JSON lines to stdout.
-    Export(BufferArgs),
+    Export {
+        #[command(flatten)]
+        args: BufferArgs,
+        /// Write the quarantined (unreadable) slots instead.
+        #[arg(long)]
+        quarantine: bool,
+    },
 }
 
 #[derive(Debug, Args)]

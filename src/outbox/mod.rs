@@ -14,9 +14,11 @@
 //! (`fitedge buffer stats|verify|export`).
 
 mod inspect;
+mod quarantine;
 mod slot;
 
 pub use inspect::{disk_usage, export, inspect, Report};
+pub use quarantine::{export as export_quarantine, Entry as QuarantineEntry, Quarantine};
 pub use slot::FORMAT_VERSION;
 
 use slot::{decode_slot, encode_slot, released_slot, slot_key, split_slot, Meta, META_KEY};
@@ -24,6 +26,7 @@ use slot::{decode_slot, encode_slot, released_slot, slot_key, split_slot, Meta, 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -140,14 +143,19 @@ pub struct Outbox {
     path: PathBuf,
     db: sled::Db,
     /// A second handle on sled's log file, to `fdatasync` it after a flush.
-    log: File,
+    log: Arc<File>,
+    /// The pointers as written to sled, including a batch not yet synced.
     meta: Meta,
+    /// Records below this are durable: what readers may see.
+    durable_head: u64,
     /// Acknowledged records at or after `tail` (PUBACKs may arrive out of order).
     acked: BTreeSet<u64>,
     options: OutboxOptions,
     /// The database handle was released for a rebuild that has not finished:
     /// nothing may be written or read until `reopen` succeeds.
     unusable: bool,
+    /// Where unreadable slots go (`quarantine.rs`).
+    quarantine: Quarantine,
 }
 
 /// Opens the sled database. A handle dropped just before (a reopen after a
@@ -243,11 +251,13 @@ impl Outbox {
         let outbox = Outbox {
             path: dir.to_path_buf(),
             db,
-            log,
+            log: Arc::new(log),
+            durable_head: meta.head,
             meta,
             acked: BTreeSet::new(),
             options,
             unusable: false,
+            quarantine: Quarantine::open(dir),
         };
         outbox.write_meta()?;
         outbox.sync()?;
@@ -299,6 +309,46 @@ impl Outbox {
     /// Appends records durably, giving each its sequence number (`record.seq`).
     /// On return every accepted record survives a crash or power cut.
     pub fn append(&mut self, records: &mut [Record]) -> Result<AppendOutcome, OutboxError> {
+        let (outcome, staged) = self.stage(records)?;
+        if let Some(staged) = staged {
+            staged.sync()?;
+            self.made_durable(&staged);
+        }
+        Ok(outcome)
+    }
+
+    /// `append` on a shared outbox, holding the lock only to write the batch
+    /// and to publish it: the `fdatasync` between, which takes the longest
+    /// on an SD card, leaves the uplink free to read and acknowledge. The
+    /// new records are seen by readers only once durable. Returns the new
+    /// head as well.
+    pub fn append_shared(
+        outbox: &Mutex<Outbox>,
+        records: &mut [Record],
+    ) -> Result<(AppendOutcome, u64), OutboxError> {
+        let lock = || outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let (outcome, staged) = lock().stage(records)?;
+        if let Some(staged) = staged {
+            let synced = staged.sync();
+            let mut outbox = lock();
+            match synced {
+                Ok(()) => outbox.made_durable(&staged),
+                Err(e) => {
+                    outbox.sync_failed(&staged);
+                    return Err(e);
+                }
+            }
+        }
+        let head = lock().head();
+        Ok((outcome, head))
+    }
+
+    /// Writes a batch to sled (not yet synced) and moves the written
+    /// pointers; `None` when nothing changed.
+    fn stage(
+        &mut self,
+        records: &mut [Record],
+    ) -> Result<(AppendOutcome, Option<Staged>), OutboxError> {
         self.usable()?;
         let mut meta = self.meta;
         let mut acked = self.acked.clone();
@@ -345,7 +395,7 @@ impl Outbox {
             meta.bytes_appended += size as u64;
         }
         if meta == self.meta {
-            return Ok(outcome);
+            return Ok((outcome, None));
         }
         // Expired and dropped records: overwritten, unless a new record
         // took their slot in this batch.
@@ -358,10 +408,30 @@ impl Outbox {
         self.db
             .apply_batch(batch)
             .map_err(|source| self.sled_error(source))?;
-        self.sync()?;
+        let staged = Staged {
+            path: self.path.clone(),
+            db: self.db.clone(),
+            log: self.log.clone(),
+            before: self.meta,
+            head: meta.head,
+        };
         self.meta = meta;
         self.acked = acked;
-        Ok(outcome)
+        Ok((outcome, Some(staged)))
+    }
+
+    /// A staged batch is durable: readers may see it.
+    fn made_durable(&mut self, staged: &Staged) {
+        self.durable_head = self.durable_head.max(staged.head).min(self.meta.head);
+    }
+
+    /// A staged batch could not be synced: its sequence numbers are not
+    /// handed out (the caller retries the same records after `reopen`).
+    fn sync_failed(&mut self, staged: &Staged) {
+        if self.meta.head == staged.head {
+            self.meta.head = staged.before.head.max(self.meta.tail);
+            self.meta.bytes_appended = staged.before.bytes_appended;
+        }
     }
 
     /// Rebuilds the database after a write failed. sled refuses every write
@@ -371,55 +441,39 @@ impl Outbox {
     /// old one. Needs free space for the copy; the caller retries until then.
     /// What this process knows beyond the disk (acknowledgements) is kept.
     pub fn reopen(&mut self) -> Result<(), OutboxError> {
-        let sled_err = |source| OutboxError::Sled {
-            path: self.path.clone(),
-            source,
-        };
-        let io_err = |source| OutboxError::Sync {
-            path: self.path.clone(),
-            source,
-        };
-        // Release the broken handle (and its file lock) first.
-        self.db = sled::Config::new()
+        let (path, options, broken) = self.release()?;
+        drop(broken);
+        let fresh = rebuild(&path, options)?;
+        self.install(fresh)
+    }
+
+    /// `reopen` on a shared outbox: the copy, which takes long on a large
+    /// buffer, runs without the lock. Meanwhile reads fail (the uplink
+    /// retries) and acknowledgements are remembered.
+    pub fn reopen_shared(outbox: &Mutex<Outbox>) -> Result<(), OutboxError> {
+        let lock = || outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let (path, options, broken) = lock().release()?;
+        // Dropping sled's last handle flushes and syncs: not under the lock.
+        drop(broken);
+        let fresh = rebuild(&path, options)?;
+        lock().install(fresh)
+    }
+
+    /// Gives up the database for a rebuild; the caller drops the handle
+    /// returned (which lets go of the file lock).
+    fn release(&mut self) -> Result<(PathBuf, OutboxOptions, sled::Db), OutboxError> {
+        let placeholder = sled::Config::new()
             .temporary(true)
             .open()
-            .map_err(sled_err)?;
+            .map_err(|source| self.sled_error(source))?;
+        let broken = std::mem::replace(&mut self.db, placeholder);
         self.unusable = true;
-        let rebuild = sibling(&self.path, "rebuild");
-        let old = sibling(&self.path, "old");
-        if rebuild.exists() {
-            std::fs::remove_dir_all(&rebuild).map_err(io_err)?;
-        }
-        {
-            let recovered = sled::Config::new()
-                .path(&self.path)
-                .cache_capacity(self.options.cache_bytes)
-                .open()
-                .map_err(sled_err)?;
-            private_dir(&rebuild).map_err(io_err)?;
-            let copy = sled::Config::new()
-                .path(&rebuild)
-                .cache_capacity(self.options.cache_bytes)
-                .open()
-                .map_err(sled_err)?;
-            for item in recovered.iter() {
-                let (key, value) = item.map_err(sled_err)?;
-                copy.insert(key, value).map_err(sled_err)?;
-            }
-            copy.flush().map_err(sled_err)?;
-            File::open(rebuild.join("db"))
-                .and_then(|f| f.sync_all())
-                .map_err(io_err)?;
-        }
-        std::fs::rename(&self.path, &old).map_err(io_err)?;
-        std::fs::rename(&rebuild, &self.path).map_err(io_err)?;
-        if let Some(parent) = self.path.parent() {
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err)?;
-        }
-        let _ = std::fs::remove_dir_all(&old);
-        let fresh = Outbox::open(&self.path, self.options.clone())?;
+        Ok((self.path.clone(), self.options.clone(), broken))
+    }
+
+    /// Takes over the rebuilt database, keeping what this process knows
+    /// beyond the disk.
+    fn install(&mut self, fresh: Outbox) -> Result<(), OutboxError> {
         let mut meta = fresh.meta;
         if (meta.tail..=meta.head).contains(&self.meta.tail) {
             meta.tail = self.meta.tail;
@@ -442,6 +496,7 @@ impl Outbox {
         self.db = fresh.db;
         self.log = fresh.log;
         self.meta = meta;
+        self.durable_head = meta.head;
         self.unusable = false;
         Ok(())
     }
@@ -491,22 +546,63 @@ impl Outbox {
     }
 
     /// Up to `max` unacknowledged records with `seq >= from`, in order.
-    pub fn read(&self, from: u64, max: usize) -> Result<Vec<Stored>, OutboxError> {
+    pub fn read(&mut self, from: u64, max: usize) -> Result<Vec<Stored>, OutboxError> {
         self.read_range(from, u64::MAX, max)
     }
 
     /// Up to `max` unacknowledged records with `from <= seq < to`, in order.
-    pub fn read_range(&self, from: u64, to: u64, max: usize) -> Result<Vec<Stored>, OutboxError> {
+    /// A slot that cannot be read is quarantined and skipped.
+    pub fn read_range(
+        &mut self,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> Result<Vec<Stored>, OutboxError> {
         self.usable()?;
         let mut out = Vec::new();
         let mut seq = from.max(self.meta.tail);
-        while seq < self.meta.head.min(to) && out.len() < max {
+        while seq < self.durable_head.min(to) && out.len() < max {
             if !self.acked.contains(&seq) {
-                out.push(self.read_slot_with(&self.meta, seq)?);
+                match self.read_slot_with(&self.meta, seq) {
+                    Ok(stored) => out.push(stored),
+                    Err(OutboxError::Corrupt { detail, .. }) => {
+                        self.quarantine_slot(seq, &detail)?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             seq += 1;
         }
         Ok(out)
+    }
+
+    /// Moves the bytes of unreadable slot `seq` to the quarantine file and
+    /// releases the slot, so the records behind it can go.
+    fn quarantine_slot(&mut self, seq: u64, detail: &str) -> Result<(), OutboxError> {
+        let bytes = self
+            .db
+            .get(slot_key(seq, self.meta.capacity))
+            .map_err(|source| self.sled_error(source))?
+            .unwrap_or_default();
+        self.quarantine
+            .put(seq, detail, &bytes)
+            .map_err(|source| OutboxError::Sync {
+                path: self.quarantine.path().to_path_buf(),
+                source,
+            })?;
+        error!(
+            message = "Unreadable record moved to the quarantine file; going on with the next.",
+            seq,
+            error = detail,
+            file = %self.quarantine.path().display(),
+            stage = "buffer"
+        );
+        self.ack(seq)
+    }
+
+    /// Slots quarantined over the buffer's life.
+    pub fn quarantined(&self) -> u64 {
+        self.quarantine.count()
     }
 
     fn read_slot_with(&self, meta: &Meta, seq: u64) -> Result<Stored, OutboxError> {
@@ -541,7 +637,7 @@ impl Outbox {
     /// record already released, is harmless. The new tail is written but not
     /// synced: a crash can only make already-delivered records go again.
     pub fn ack(&mut self, seq: u64) -> Result<(), OutboxError> {
-        if seq < self.meta.tail || seq >= self.meta.head {
+        if seq < self.meta.tail || seq >= self.durable_head {
             return Ok(());
         }
         self.acked.insert(seq);
@@ -574,11 +670,7 @@ impl Outbox {
     /// Makes everything written so far durable (flush + fdatasync).
     pub fn sync(&self) -> Result<(), OutboxError> {
         self.usable()?;
-        self.db.flush().map_err(|source| self.sled_error(source))?;
-        self.log.sync_data().map_err(|source| OutboxError::Sync {
-            path: self.path.clone(),
-            source,
-        })
+        sync_log(&self.path, &self.db, &self.log)
     }
 
     fn write_meta(&self) -> Result<(), OutboxError> {
@@ -595,9 +687,10 @@ impl Outbox {
         }
     }
 
-    /// Sequence number the next record will get.
+    /// Sequence number the next durable record will get: records below it
+    /// are durable.
     pub fn head(&self) -> u64 {
-        self.meta.head
+        self.durable_head
     }
 
     /// Oldest unacknowledged sequence number.
@@ -607,7 +700,9 @@ impl Outbox {
 
     /// Records waiting for a PUBACK.
     pub fn pending(&self) -> u64 {
-        self.meta.head - self.meta.tail - self.acked.len() as u64
+        self.durable_head
+            .saturating_sub(self.meta.tail)
+            .saturating_sub(self.acked.len() as u64)
     }
 
     /// Ring size in effect (the stored one until a resized buffer drains).
@@ -622,11 +717,83 @@ impl Outbox {
 
     /// Age of the oldest unacknowledged record, when it is from this boot.
     pub fn oldest_age_ms(&self) -> Option<u64> {
-        let oldest = (self.meta.tail..self.meta.head).find(|s| !self.acked.contains(s))?;
+        let oldest = (self.meta.tail..self.durable_head).find(|s| !self.acked.contains(s))?;
         self.read_stamp(&self.meta, oldest)
             .ok()?
             .elapsed_until(&Stamp::now())
     }
+}
+
+/// A batch written to sled but not yet synced, with what it takes to sync
+/// it without the outbox.
+struct Staged {
+    path: PathBuf,
+    db: sled::Db,
+    log: Arc<File>,
+    /// The pointers before the batch.
+    before: Meta,
+    /// The head after it.
+    head: u64,
+}
+
+impl Staged {
+    fn sync(&self) -> Result<(), OutboxError> {
+        sync_log(&self.path, &self.db, &self.log)
+    }
+}
+
+/// sled's flush, then `fdatasync` of its log file (the flush alone only
+/// calls `sync_file_range`).
+fn sync_log(path: &Path, db: &sled::Db, log: &File) -> Result<(), OutboxError> {
+    db.flush().map_err(|source| OutboxError::Sled {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    log.sync_data().map_err(|source| OutboxError::Sync {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Copies what sled recovers of the buffer at `path` into a fresh database
+/// and puts it in the old one's place (the old is kept as `<dir>.old` until
+/// the new one is in place: `open_or_recover` restores it if interrupted).
+fn rebuild(path: &Path, options: OutboxOptions) -> Result<Outbox, OutboxError> {
+    let sled_err = |source| OutboxError::Sled {
+        path: path.to_path_buf(),
+        source,
+    };
+    let io_err = |source| OutboxError::Sync {
+        path: path.to_path_buf(),
+        source,
+    };
+    let rebuild = sibling(path, "rebuild");
+    let old = sibling(path, "old");
+    if rebuild.exists() {
+        std::fs::remove_dir_all(&rebuild).map_err(io_err)?;
+    }
+    {
+        let recovered = open_db(path, options.cache_bytes).map_err(sled_err)?;
+        private_dir(&rebuild).map_err(io_err)?;
+        let copy = open_db(&rebuild, options.cache_bytes).map_err(sled_err)?;
+        for item in recovered.iter() {
+            let (key, value) = item.map_err(sled_err)?;
+            copy.insert(key, value).map_err(sled_err)?;
+        }
+        copy.flush().map_err(sled_err)?;
+        File::open(rebuild.join("db"))
+            .and_then(|f| f.sync_all())
+            .map_err(io_err)?;
+    }
+    std::fs::rename(path, &old).map_err(io_err)?;
+    std::fs::rename(&rebuild, path).map_err(io_err)?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err)?;
+    }
+    let _ = std::fs::remove_dir_all(&old);
+    Outbox::open(path, options)
 }
 
 /// `<dir>.<suffix>` beside the buffer directory.

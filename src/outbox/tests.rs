@@ -160,7 +160,7 @@ fn reopening_keeps_records_and_acknowledgements() {
         o.append(&mut records(2)).unwrap();
         o.ack(1).unwrap();
     }
-    let o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
+    let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
     assert_eq!((o.head(), o.tail()), (6, 2));
     assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![2, 3, 4, 5]);
 }
@@ -256,31 +256,64 @@ fn slots_carry_the_boot_clock_and_inspection_reads_them() {
 }
 
 #[test]
-fn a_slot_whose_record_is_unreadable_or_misnumbered_reads_as_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut o = Outbox::open(dir.path(), options(16, FullPolicy::DropOldest)).unwrap();
-    o.append(&mut records(2)).unwrap();
-    let slot = |seq: u64| o.db.get(slot_key(seq, 16)).unwrap().unwrap().to_vec();
-    let good = slot(0);
-    let json = serde_json::to_vec(&o.read(0, 1).unwrap()[0].record).unwrap();
+fn unreadable_or_misnumbered_slots_are_quarantined_and_the_rest_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("buffer");
+    let mut o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
+    o.append(&mut records(5)).unwrap();
+    let slot = |o: &Outbox, seq: u64| o.db.get(slot_key(seq, 16)).unwrap().unwrap().to_vec();
+    let good = slot(&o, 1);
+    let json = serde_json::to_vec(&o.read(1, 1).unwrap()[0].record).unwrap();
     let header_len = good.len() - json.len();
-    // Slot 0 keeps its header but holds broken JSON; slot 1 holds record 0.
+    // Slot 1 keeps its header but holds broken JSON; slot 2 holds record 1;
+    // slot 3 is gone.
     let mut broken = good[..header_len].to_vec();
     broken.extend_from_slice(b"{\"schema\":");
-    let mut misnumbered = slot(1)[..header_len].to_vec();
+    let mut misnumbered = slot(&o, 2)[..header_len].to_vec();
     misnumbered.extend_from_slice(&good[header_len..]);
-    o.db.insert(slot_key(0, 16), broken).unwrap();
-    o.db.insert(slot_key(1, 16), misnumbered).unwrap();
-    for seq in [0, 1] {
-        assert!(
-            matches!(o.read(seq, 1), Err(OutboxError::Corrupt { seq: s, .. }) if s == seq),
-            "slot {seq}"
-        );
-    }
+    o.db.insert(slot_key(1, 16), broken.clone()).unwrap();
+    o.db.insert(slot_key(2, 16), misnumbered.clone()).unwrap();
+    o.db.remove(slot_key(3, 16)).unwrap();
     assert!(
         o.oldest_age_ms().is_some(),
         "the age comes from the header alone"
     );
+
+    assert_eq!(seqs(&o.read(0, 10).unwrap()), vec![0, 4]);
+    assert_eq!(o.quarantined(), 3);
+    assert_eq!(o.pending(), 2, "the quarantined slots are released");
+    o.ack(0).unwrap();
+    o.ack(4).unwrap();
+    assert_eq!(o.tail(), 5, "nothing holds the tail");
+
+    let mut out = Vec::new();
+    assert_eq!(export_quarantine(&dir, &mut out).unwrap(), 3);
+    let entries: Vec<QuarantineEntry> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        entries[0].hex.as_deref(),
+        Some(crate::codec::hex::hex(&broken).as_str())
+    );
+    assert_eq!(
+        entries[1].hex.as_deref(),
+        Some(crate::codec::hex::hex(&misnumbered).as_str())
+    );
+    assert!(entries.iter().all(|e| !e.error.is_empty()));
+    let mode = std::fs::metadata(Quarantine::path_for(&dir))
+        .unwrap()
+        .permissions();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.mode() & 0o777, 0o600);
+    drop(o);
+    let o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
+    assert_eq!(o.quarantined(), 3, "counted again at open");
 }
 
 /// The raw value of slot `seq`.

@@ -126,6 +126,12 @@ pub fn prometheus(report: &Report) -> String {
         c.records_expired as f64,
     );
     metric(
+        "records_quarantined_total",
+        "counter",
+        "Unreadable buffer slots moved to the quarantine file.",
+        c.records_quarantined as f64,
+    );
+    metric(
         "buffer_errors_total",
         "counter",
         "Buffer reads or writes that failed.",
@@ -294,6 +300,13 @@ pub fn render(r: &Report) -> String {
         "records  accepted {}, acknowledged {}, republished {}, refused {}, dropped {}, expired {}, buffer errors {}",
         c.records_accepted, c.records_acked, c.records_republished, c.records_refused, c.records_dropped_oldest, c.records_expired, c.buffer_errors
     );
+    if c.records_quarantined > 0 {
+        let _ = writeln!(
+            out,
+            "         {} unreadable record(s) quarantined: `fitedge buffer export --quarantine`",
+            c.records_quarantined
+        );
+    }
     if let (false, Some(why)) = (r.uplink_connected, &c.uplink_error) {
         let _ = writeln!(out, "         {why}");
     }

@@ -326,7 +326,7 @@ impl Uplink {
         if room == 0 {
             return true;
         }
-        let live = match self.lock().read(session.live_from(), room) {
+        let live = match self.read(|outbox| outbox.read(session.live_from(), room)) {
             Ok(batch) => batch,
             Err(e) => {
                 self.read_failed(e);
@@ -340,7 +340,7 @@ impl Uplink {
         let Some((from, to, allowed)) = session.backlog_reads(want, Instant::now()) else {
             return true;
         };
-        let backlog = match self.lock().read_range(from, to, allowed) {
+        let backlog = match self.read(|outbox| outbox.read_range(from, to, allowed)) {
             Ok(batch) => batch,
             Err(e) => {
                 self.read_failed(e);
@@ -378,6 +378,19 @@ impl Uplink {
             session.queued(publish.seqs, lane);
         }
         true
+    }
+
+    /// Reads from the outbox, keeping the count of quarantined slots.
+    fn read(
+        &self,
+        read: impl FnOnce(&mut Outbox) -> Result<Vec<Stored>, crate::outbox::OutboxError>,
+    ) -> Result<Vec<Stored>, crate::outbox::OutboxError> {
+        let mut outbox = self.lock();
+        let result = read(&mut outbox);
+        self.stats
+            .records_quarantined
+            .store(outbox.quarantined(), Relaxed);
+        result
     }
 
     fn read_failed(&self, e: crate::outbox::OutboxError) {

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -43,7 +43,15 @@ struct State {
 
 /// The filesystem's contents, shared with the test that cuts the power.
 #[derive(Clone, Default)]
-pub struct Disk(Arc<Mutex<State>>);
+pub struct Disk(Arc<Mutex<State>>, Arc<Gate>);
+
+/// Holds fsync calls while closed (a slow SD card, made deterministic):
+/// whether it is closed, and how many syncs wait at it.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(bool, u64)>,
+    changed: Condvar,
+}
 
 impl Disk {
     pub fn new() -> Disk {
@@ -58,7 +66,7 @@ impl Disk {
                 entries: BTreeMap::new(),
             },
         );
-        Disk(Arc::new(Mutex::new(state)))
+        Disk(Arc::new(Mutex::new(state)), Arc::default())
     }
 
     /// Power cut: every file loses what was written since its last sync.
@@ -69,6 +77,41 @@ impl Disk {
                 *written = durable.clone();
             }
         }
+    }
+
+    /// Makes every fsync/fdatasync wait until `release_syncs`.
+    pub fn hold_syncs(&self) {
+        self.1.state.lock().unwrap().0 = true;
+    }
+
+    pub fn release_syncs(&self) {
+        self.1.state.lock().unwrap().0 = false;
+        self.1.changed.notify_all();
+    }
+
+    /// Waits (at most `limit`) until a sync is held; whether one is.
+    pub fn wait_for_held_sync(&self, limit: std::time::Duration) -> bool {
+        let state = self.1.state.lock().unwrap();
+        let (state, _) = self
+            .1
+            .changed
+            .wait_timeout_while(state, limit, |s| s.1 == 0)
+            .unwrap();
+        state.1 > 0
+    }
+
+    fn pass_gate(&self) {
+        let mut state = self.1.state.lock().unwrap();
+        if !state.0 {
+            return;
+        }
+        state.1 += 1;
+        self.1.changed.notify_all();
+        while state.0 {
+            state = self.1.changed.wait(state).unwrap();
+        }
+        state.1 -= 1;
+        self.1.changed.notify_all();
     }
 
     /// fsync/fdatasync calls seen so far.
@@ -112,7 +155,7 @@ impl PowerCutFs {
         let disk = Disk::new();
         let mut config = fuser::Config::default();
         config.mount_options = vec![fuser::MountOption::FSName("fitedge-powercut".into())];
-        config.n_threads = Some(2);
+        config.n_threads = Some(4);
         let session = fuser::spawn_mount(PowerCutFs { disk: disk.clone() }, at, &config)?;
         Ok((disk, session))
     }
@@ -373,6 +416,7 @@ impl Filesystem for PowerCutFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.disk.pass_gate();
         self.with(|s| {
             s.syncs += 1;
             if let Some(Node::File { written, durable }) = s.nodes.get_mut(&ino.0) {
