@@ -356,3 +356,98 @@ fn silent_connections_by_the_thousand_take_nothing_the_gateway_needs() {
     assert!(lines < 100, "{lines} log lines:\n{log}");
     assert!(!log.contains("Too many open files"), "{log}");
 }
+
+/// One client bursts readings at the embedded broker as fast as it can
+/// while a neighbour publishes at a steady pace. The flood is held back by
+/// its own in-flight budget, not dropped: every reading the broker
+/// acknowledged is in the buffer, and every one of the neighbour's too.
+/// Size: `FITEDGE_LAN_BURST` readings (default 50,000; 500,000 on demand).
+#[test]
+fn a_flooding_client_slows_itself_and_loses_nothing_it_was_acknowledged() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let burst: u64 = std::env::var("FITEDGE_LAN_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let dir = tempfile::tempdir().unwrap();
+    let lan_port = free_port();
+    // No platform: everything stays in the buffer, to be counted there.
+    let config = hub_config(dir.path(), free_port(), &embedded(lan_port));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_records = 5000", "max_records = 2000000");
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "LAN broker listening.");
+    let options = |id: &str| {
+        let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", lan_port);
+        o.set_credentials(HUB_USER, HUB_PASSWORD);
+        o
+    };
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let started = std::time::Instant::now();
+    let flood = {
+        let options = options("flood");
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(40);
+            let messages = (0..burst).map(move |seq| {
+                let band = (seq % 19) as u32 + 1;
+                (seq, fitedge::sim::band_message(band, seq, &mut rng).bytes)
+            });
+            common::publish_acknowledged(options, "hub/hr-hub-1/hr", messages, &stop)
+        })
+    };
+    // The neighbour: 200 readings, one every 10 ms, on its own band.
+    let neighbour_from = 10_000_000u64;
+    let neighbour = {
+        let options = options("neighbour");
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut rng = fastrand::Rng::with_seed(41);
+            let messages = (neighbour_from..neighbour_from + 200).map(move |seq| {
+                std::thread::sleep(Duration::from_millis(10));
+                (seq, fitedge::sim::band_message(20, seq, &mut rng).bytes)
+            });
+            common::publish_acknowledged(options, "hub/hr-hub-1/hr", messages, &stop)
+        })
+    };
+    let neighbour_acked = neighbour.join().unwrap();
+    let neighbour_done = started.elapsed();
+    let flood_acked = flood.join().unwrap();
+    let flood_done = started.elapsed();
+    stop.store(true, Relaxed);
+    daemon.stop();
+
+    let out = binary()
+        .args(["buffer", "export", "--dir"])
+        .arg(dir.path().join("buffer"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stored: std::collections::HashSet<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["attributes"]["seq"].as_u64())
+        .collect();
+    let flood_lost = flood_acked.iter().filter(|s| !stored.contains(s)).count();
+    println!(
+        "burst: {burst} readings from one client, {} acknowledged in {:.1} s ({:.0}/s), {flood_lost} of them not stored; the neighbour's 200 acknowledged {} in {:.1} s, all stored: {}",
+        flood_acked.len(),
+        flood_done.as_secs_f64(),
+        flood_acked.len() as f64 / flood_done.as_secs_f64(),
+        neighbour_acked.len(),
+        neighbour_done.as_secs_f64(),
+        neighbour_acked.iter().all(|s| stored.contains(s))
+    );
+    assert_eq!(flood_acked.len() as u64, burst, "the whole burst went in");
+    assert_eq!(
+        flood_lost, 0,
+        "acknowledged readings of the burst not stored"
+    );
+    assert_eq!(neighbour_acked.len(), 200, "the neighbour was served");
+    assert!(
+        neighbour_acked.iter().all(|s| stored.contains(s)),
+        "the neighbour's readings are stored"
+    );
+}

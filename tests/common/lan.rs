@@ -108,3 +108,70 @@ pub fn rss_kb(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Publishes `messages` (a key and a payload each) at QoS 1 on `topic` over
+/// one connection, as fast as they are acknowledged, until they are all
+/// acknowledged, the connection fails or `stop` is set. Returns the keys
+/// the broker acknowledged (each PUBACK paired with its publish).
+pub fn publish_acknowledged(
+    options: MqttOptions,
+    topic: &'static str,
+    messages: impl Iterator<Item = (u64, Vec<u8>)> + Send + 'static,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<u64> {
+    use rumqttc::{Outgoing, QoS};
+    use std::sync::atomic::Ordering::Relaxed;
+    let (client, mut connection) = Client::new(options, 64);
+    // Publishes go out in the order they are queued, so the keys queued,
+    // in order, pair with the packet ids as they are sent.
+    let (queued_tx, queued) = std::sync::mpsc::channel::<u64>();
+    // How many were queued, once all are (u64::MAX until then).
+    let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let feeder = {
+        let total = total.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            for (key, payload) in messages {
+                if queued_tx.send(key).is_err()
+                    || client
+                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .is_err()
+                {
+                    return;
+                }
+                n += 1;
+            }
+            total.store(n, Relaxed);
+        })
+    };
+    let mut sent = 0;
+    let mut acked = Vec::new();
+    let mut in_flight = std::collections::HashMap::new();
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                if let Ok(key) = queued.recv() {
+                    in_flight.insert(pkid, key);
+                    sent += 1;
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                acked.extend(in_flight.remove(&ack.pkid));
+                if in_flight.is_empty() && sent == total.load(Relaxed) {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            // What the gateway did not acknowledge is the publisher's to
+            // send again, not the gateway's to keep.
+            Err(_) => break,
+        }
+        if stop.load(Relaxed) {
+            break;
+        }
+    }
+    drop(connection);
+    drop(queued);
+    let _ = feeder.join();
+    acked
+}
