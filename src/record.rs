@@ -115,6 +115,32 @@ pub struct Record {
     /// Extra device fields passed through unchanged (e.g. `side`, `attempt`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, serde_json::Value>,
+    /// The MQTT message the record came from, to recognise its
+    /// redelivery; kept by the outbox's ledger, never in the record.
+    #[serde(skip)]
+    pub input: Option<InputKey>,
+}
+
+/// What identifies an MQTT message when it comes again: a digest of its
+/// topic and payload, and whether the sender marked it as a resend (the
+/// DUP flag). The outbox's ledger holds the digests of recent records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputKey {
+    pub digest: [u8; 16],
+    pub dup: bool,
+}
+
+impl InputKey {
+    pub fn of(topic: &str, payload: &[u8], dup: bool) -> InputKey {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update((topic.len() as u64).to_be_bytes());
+        hash.update(topic.as_bytes());
+        hash.update(payload);
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&hash.finalize()[..16]);
+        InputKey { digest, dup }
+    }
 }
 
 /// How a reading from a station's device got its subject.
@@ -255,6 +281,7 @@ impl Record {
             values: measurement.values,
             absent: measurement.absent,
             attributes: measurement.attributes,
+            input: None,
         }
     }
 

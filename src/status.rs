@@ -76,6 +76,9 @@ pub struct Stats {
     pub lan_connections_refused: AtomicU64,
     pub lan_logins_refused: AtomicU64,
     pub lan_denied: AtomicU64,
+    /// LAN MQTT messages sent again (DUP) whose records were already
+    /// stored: recognised by the outbox's ledger and not stored twice.
+    pub lan_redelivered: AtomicU64,
     /// Why LAN MQTT devices cannot reach the gateway, while they cannot.
     pub lan_error: Mutex<Option<String>>,
     /// Station sessions opened, open now, and scans that failed their check
@@ -140,6 +143,8 @@ pub struct Snapshot {
     pub lan_logins_refused: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lan_denied: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lan_redelivered: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lan_error: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -219,6 +224,7 @@ impl Stats {
             lan_connections_refused: self.lan_connections_refused.load(Relaxed),
             lan_logins_refused: self.lan_logins_refused.load(Relaxed),
             lan_denied: self.lan_denied.load(Relaxed),
+            lan_redelivered: self.lan_redelivered.load(Relaxed),
             lan_error: self.lan_error.lock().ok().and_then(|e| e.clone()),
             sessions_opened: self.sessions_opened.load(Relaxed),
             sessions_open: self.sessions_open.load(Relaxed),

@@ -141,6 +141,16 @@ fn report(outcome: &AppendOutcome, stats: &Stats) {
             stage = "buffer"
         );
     }
+    if outcome.redelivered > 0 {
+        stats
+            .lan_redelivered
+            .fetch_add(outcome.redelivered, Relaxed);
+        info!(
+            message = "MQTT messages sent again after their records were stored; not stored twice.",
+            redelivered = outcome.redelivered,
+            stage = "buffer"
+        );
+    }
     if outcome.expired > 0 {
         stats.records_expired.fetch_add(outcome.expired, Relaxed);
         warn!(

@@ -394,11 +394,20 @@ fn hub_publisher(
     })
 }
 
-/// Power cuts while a band hub publishes to the embedded LAN broker: every
-/// reading the broker acknowledged reaches the platform. Half the cuts run
-/// with a 500 ms flush window, where PUBACKs wait longest.
-#[test]
-fn the_embedded_lan_broker_loses_no_acknowledged_reading_across_power_cuts() {
+/// Power cuts while a band hub publishes on the LAN (`lan` is the `[lan]`
+/// body, `ready` the log line that says the gateway listens again, and
+/// `publisher` starts the hub, returning what its broker acknowledged).
+/// Every reading acknowledged to the hub must reach the platform, and none
+/// under two record ids. Half the cuts run with a 500 ms flush window,
+/// where acknowledgements wait longest.
+fn lan_power_cuts(
+    scenario: &str,
+    lan: &str,
+    ready: &str,
+    publisher: impl FnOnce(
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<Vec<u64>>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("disk");
     std::fs::create_dir(&mnt).unwrap();
@@ -407,8 +416,7 @@ fn the_embedded_lan_broker_loses_no_acknowledged_reading_across_power_cuts() {
     };
     let upstream = common::broker();
     let platform = common::Platform::subscribe(upstream);
-    let lan_port = common::free_port();
-    let config = common::hub_config(dir.path(), upstream, &common::embedded(lan_port));
+    let config = common::hub_config(dir.path(), upstream, lan);
     // A ring large enough that no reading is dropped for room.
     let base = std::fs::read_to_string(&config)
         .unwrap()
@@ -423,9 +431,9 @@ fn the_embedded_lan_broker_loses_no_acknowledged_reading_across_power_cuts() {
     };
     window(0);
     let mut daemon = common::Daemon::start(&config, 0);
-    common::wait_log(&daemon, "LAN broker listening.");
+    common::wait_log(&daemon, ready);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let publisher = hub_publisher(lan_port, stop.clone());
+    let publisher = publisher(stop.clone());
     let mut rng = fastrand::Rng::with_seed(80);
     for cut in 1..=cuts() {
         std::thread::sleep(Duration::from_millis(rng.u64(300..900)));
@@ -434,34 +442,91 @@ fn the_embedded_lan_broker_loses_no_acknowledged_reading_across_power_cuts() {
         disk.cut();
         window(if cut % 2 == 0 { 0 } else { 500 });
         daemon = common::Daemon::start(&config, cut);
-        common::wait_log(&daemon, "LAN broker listening.");
+        common::wait_log(&daemon, ready);
     }
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = publisher.join().unwrap();
+    let all_in = platform.wait_until(Duration::from_secs(120), |r| {
+        let seqs: std::collections::HashSet<u64> = r
+            .records
+            .iter()
+            .filter_map(|r| r.attributes.get("seq").and_then(|s| s.as_u64()))
+            .collect();
+        acked.iter().all(|s| seqs.contains(s))
+    });
     platform.wait_quiet(Duration::from_secs(2), Duration::from_secs(60));
     daemon.stop();
-    let arrived: std::collections::HashMap<u64, usize> = platform
-        .records()
-        .iter()
-        .filter_map(|r| r.attributes.get("seq").and_then(|s| s.as_u64()))
-        .fold(Default::default(), |mut seen, seq| {
-            *seen.entry(seq).or_default() += 1;
-            seen
-        });
+    let mut ids: std::collections::HashMap<u64, std::collections::HashSet<String>> =
+        Default::default();
+    let records = platform.records();
+    for r in &records {
+        if let Some(seq) = r.attributes.get("seq").and_then(|s| s.as_u64()) {
+            ids.entry(seq).or_default().insert(r.id.clone());
+        }
+    }
     let lost: Vec<u64> = acked
         .iter()
         .copied()
-        .filter(|s| !arrived.contains_key(s))
+        .filter(|s| !ids.contains_key(s))
         .collect();
-    let duplicates: usize = arrived.values().map(|n| n - 1).sum();
+    let twice: Vec<u64> = ids
+        .iter()
+        .filter(|(_, i)| i.len() > 1)
+        .map(|(s, _)| *s)
+        .collect();
     summary!(
-        "power-cut summary: embedded LAN broker: cuts {}, readings acknowledged {}, arrived {}, lost {}, duplicated {duplicates}",
+        "power-cut summary: {scenario}: cuts {}, readings acknowledged {}, arrived {}, lost {}, stored twice {}, sent again under the same id {}",
         cuts(),
         acked.len(),
-        arrived.len(),
-        lost.len()
+        ids.len(),
+        lost.len(),
+        twice.len(),
+        records.len() - ids.values().map(|i| i.len()).sum::<usize>()
     );
     assert!(acked.len() > 100, "the hub got readings through");
+    assert!(all_in || !lost.is_empty());
     assert!(lost.is_empty(), "acknowledged readings lost: {lost:?}");
+    assert!(twice.is_empty(), "readings stored twice: {twice:?}");
+}
+
+/// The embedded LAN broker acknowledges a reading only once it is durable.
+#[test]
+fn the_embedded_lan_broker_loses_no_acknowledged_reading_across_power_cuts() {
+    let lan_port = common::free_port();
+    lan_power_cuts(
+        "embedded LAN broker",
+        &common::embedded(lan_port),
+        "LAN broker listening.",
+        |stop| hub_publisher(lan_port, stop),
+    );
+}
+
+/// Subscribed to the site's broker (mosquitto, persistent session): what
+/// mosquitto acknowledged to the hub reaches the platform, and what it
+/// sends again after a cut (DUP) is not stored twice.
+#[test]
+fn subscribing_to_the_site_broker_loses_and_doubles_nothing_across_power_cuts() {
+    let Some(site) = common::Mosquitto::start() else {
+        return;
+    };
+    let port = site.port;
+    lan_power_cuts(
+        "site broker",
+        &format!("type = \"subscribe\"\nhost = \"127.0.0.1\"\nport = {port}"),
+        "Subscribed to the site's MQTT broker.",
+        |stop| {
+            std::thread::spawn(move || {
+                let options = rumqttc::MqttOptions::new("site-hub", "127.0.0.1", port);
+                let mut rng = fastrand::Rng::with_seed(81);
+                // 500 a second: a busy hub, within what the gateway drains.
+                let messages = (0..).map(move |seq| {
+                    std::thread::sleep(Duration::from_millis(2));
+                    let band = (seq % 20) as u32 + 1;
+                    (seq, fitedge::sim::band_message(band, seq, &mut rng).bytes)
+                });
+                common::publish_acknowledged(options, "hub/hr-hub-1/hr", messages, &stop)
+            })
+        },
+    );
 }

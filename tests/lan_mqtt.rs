@@ -391,4 +391,108 @@ fn subscribing_to_the_site_broker_loses_nothing_when_the_gateway_is_killed() {
         missing.is_empty(),
         "messages the site broker held were lost: {missing:?}"
     );
+    // A message the broker sent again after the kill is recognised: no
+    // hub message is stored under two record ids.
+    let mut ids: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for r in platform.records() {
+        if let Some(seq) = r.attributes.get("seq").and_then(|s| s.as_u64()) {
+            ids.entry(seq).or_default().insert(r.id);
+        }
+    }
+    let twice: Vec<u64> = ids
+        .iter()
+        .filter(|(_, i)| i.len() > 1)
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(twice.is_empty(), "stored twice: {twice:?}");
+}
+
+/// A device whose PUBACK was lost sends the message again, marked DUP: the
+/// gateway acknowledges it and does not store it twice. The same reading
+/// sent anew (no DUP) is a reading of its own. Raw MQTT packets, so the
+/// flags are exactly what the test says.
+#[test]
+fn a_message_sent_again_is_stored_once() {
+    use rumqttc::mqttbytes::v4::{Connect, Packet, Publish};
+    use std::io::{Read, Write};
+    let upstream = broker();
+    let platform = Platform::subscribe(upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let lan_port = free_port();
+    let config = hub_config(dir.path(), upstream, &embedded(lan_port));
+    let status = common::enable_status(&config);
+    let mut daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "LAN broker listening.");
+
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", lan_port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut inbox = bytes::BytesMut::new();
+    let mut next_packet = |stream: &mut std::net::TcpStream| loop {
+        match Packet::read(&mut inbox, 1 << 16) {
+            Ok(packet) => return packet,
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                let mut chunk = [0u8; 1024];
+                let n = stream.read(&mut chunk).expect("an answer from the broker");
+                assert!(n > 0, "the broker closed the connection");
+                inbox.extend_from_slice(&chunk[..n]);
+            }
+            Err(e) => panic!("unreadable packet: {e:?}"),
+        }
+    };
+    let send = |stream: &mut std::net::TcpStream, write: &dyn Fn(&mut bytes::BytesMut)| {
+        let mut out = bytes::BytesMut::new();
+        write(&mut out);
+        stream.write_all(&out).unwrap();
+    };
+    let mut connect = Connect::new("hub-raw");
+    connect.keep_alive = 30;
+    connect.set_login(HUB_USER, HUB_PASSWORD);
+    send(&mut stream, &|out| {
+        connect.write(out).unwrap();
+    });
+    assert!(matches!(next_packet(&mut stream), Packet::ConnAck(_)));
+    let mut rng = fastrand::Rng::with_seed(50);
+    let reading = fitedge::sim::band_message(1, 1, &mut rng).bytes;
+    let other = fitedge::sim::band_message(2, 2, &mut rng).bytes;
+    // (payload, packet id, DUP): the first try, its resend, the same
+    // reading anew, and a DUP message the gateway never had.
+    let sends = [
+        (&reading, 1, false),
+        (&reading, 1, true),
+        (&reading, 2, false),
+        (&other, 3, true),
+    ];
+    for (payload, pkid, dup) in sends {
+        let mut publish = Publish::new("hub/hr-hub-1/hr", QoS::AtLeastOnce, payload.clone());
+        publish.pkid = pkid;
+        publish.dup = dup;
+        send(&mut stream, &|out| {
+            publish.write(out).unwrap();
+        });
+        match next_packet(&mut stream) {
+            Packet::PubAck(ack) => assert_eq!(ack.pkid, pkid),
+            other => panic!("expected a PUBACK for {pkid}, got {other:?}"),
+        }
+    }
+    assert!(
+        platform.wait_until(Duration::from_secs(20), |r| r.records.len() >= 3),
+        "{}",
+        daemon.log_text()
+    );
+    platform.wait_quiet(Duration::from_secs(1), Duration::from_secs(10));
+    let records = platform.records();
+    let ids = |hub_seq: u64| -> BTreeSet<String> {
+        records
+            .iter()
+            .filter(|r| r.attributes.get("seq").and_then(|s| s.as_u64()) == Some(hub_seq))
+            .map(|r| r.id.clone())
+            .collect()
+    };
+    assert_eq!(ids(1).len(), 2, "the first try and the reading sent anew");
+    assert_eq!(ids(2).len(), 1, "a DUP message never stored is stored");
+    let report = common::status_report(status);
+    assert_eq!(report["health"]["counters"]["lan_redelivered"], 1);
+    daemon.stop();
 }

@@ -14,10 +14,12 @@
 //! (`fitedge buffer stats|verify|export`).
 
 mod inspect;
+mod ledger;
 mod quarantine;
 mod slot;
 
 pub use inspect::{disk_usage, export, inspect, Report};
+pub use ledger::SLOTS as LEDGER_SLOTS;
 pub use quarantine::{export as export_quarantine, Entry as QuarantineEntry, Quarantine};
 pub use slot::FORMAT_VERSION;
 
@@ -126,6 +128,9 @@ pub struct AppendOutcome {
     pub dropped_oldest: u64,
     /// Unacknowledged records dropped for being older than `max_age`.
     pub expired: u64,
+    /// Records not stored because their MQTT message was a resend of one
+    /// already stored (see `ledger.rs`).
+    pub redelivered: u64,
 }
 
 /// A stored record as the uplink needs it: the versioned record (what goes
@@ -156,6 +161,8 @@ pub struct Outbox {
     unusable: bool,
     /// Where unreadable slots go (`quarantine.rs`).
     quarantine: Quarantine,
+    /// The messages behind recent records (`ledger.rs`).
+    ledger: ledger::Ledger,
 }
 
 /// Opens the sled database. A handle dropped just before (a reopen after a
@@ -248,8 +255,10 @@ impl Outbox {
                 ),
             });
         }
+        let ledger = ledger::Ledger::load(&db, meta.head).map_err(sled_err)?;
         let outbox = Outbox {
             path: dir.to_path_buf(),
+            ledger,
             db,
             log: Arc::new(log),
             durable_head: meta.head,
@@ -356,7 +365,16 @@ impl Outbox {
         let mut batch = sled::Batch::default();
         let now = Stamp::now();
         outcome.expired = self.expire(&mut meta, &mut acked, &now)?;
+        let mut inputs: Vec<([u8; 16], u64)> = Vec::new();
         for record in records.iter_mut() {
+            if let Some(input) = record.input.filter(|i| i.dup) {
+                let stored = self.ledger.seen(&input.digest, meta.head).is_some()
+                    || inputs.iter().any(|(d, _)| *d == input.digest);
+                if stored {
+                    outcome.redelivered += 1;
+                    continue;
+                }
+            }
             record.seq = meta.head;
             let encoded = encode_slot(record, &now);
             let bytes = encoded.as_ref().map_or(0, |(_, size)| *size);
@@ -390,6 +408,10 @@ impl Outbox {
                 continue;
             }
             batch.insert(&slot_key(meta.head, meta.capacity), slot);
+            if let Some(input) = &record.input {
+                ledger::Ledger::write(&mut batch, meta.head, &input.digest);
+                inputs.push((input.digest, meta.head));
+            }
             outcome.accepted.push(meta.head);
             meta.head += 1;
             meta.bytes_appended += size as u64;
@@ -417,6 +439,7 @@ impl Outbox {
         };
         self.meta = meta;
         self.acked = acked;
+        self.ledger.remember(&inputs, meta.head);
         Ok((outcome, Some(staged)))
     }
 
@@ -432,6 +455,7 @@ impl Outbox {
             self.meta.head = staged.before.head.max(self.meta.tail);
             self.meta.bytes_appended = staged.before.bytes_appended;
         }
+        self.ledger.forget_from(staged.before.head);
     }
 
     /// Rebuilds the database after a write failed. sled refuses every write

@@ -168,6 +168,12 @@ pub fn prometheus(report: &Report) -> String {
         c.lan_denied as f64,
     );
     metric(
+        "lan_redelivered_total",
+        "counter",
+        "LAN MQTT messages sent again after their records were stored; not stored twice.",
+        c.lan_redelivered as f64,
+    );
+    metric(
         "uplink_connects_total",
         "counter",
         "Connections made to the platform broker.",

@@ -57,6 +57,8 @@ pub struct Handover {
     /// Completed once the record is durable, for sources that acknowledge
     /// their devices only then.
     pub durable: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The MQTT message it came from (for recognising a redelivery).
+    pub input: Option<crate::record::InputKey>,
 }
 
 /// A frame (or BLE value, or MQTT payload) that did not decode.
@@ -179,7 +181,7 @@ impl DeviceContext {
             .sub_device
             .map(|s| sanitize(&s))
             .filter(|s| !s.is_empty());
-        let record = match sub {
+        let mut record = match sub {
             Some(sub) => {
                 let mut origin = self.origin.clone();
                 origin.device_id = format!("{}.{sub}", origin.device_id);
@@ -187,6 +189,7 @@ impl DeviceContext {
             }
             None => Record::new(&self.origin, measurement),
         };
+        record.input = handover.input;
         self.stats.note_reading(&record);
         debug!(message = "Frame decoded.", record = %record.id, device = %record.device_id);
         let incoming = Incoming {
@@ -291,6 +294,7 @@ mod tests {
         let handover = Handover {
             sub_device: Some("band 07/x".into()),
             durable: Some(done),
+            input: None,
         };
         assert!(ctx.emit(Measurement::default(), handover).await);
         let incoming = rx.recv().await.unwrap();

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use super::{Backoff, DeviceContext, Handover, LogLimit, Rejection};
 use crate::config::{Lan, SubscribeLan};
+use crate::record::InputKey;
 use crate::status::Stats;
 
 /// One configured MQTT device.
@@ -114,6 +115,7 @@ impl Router {
         &mut self,
         topic: &str,
         payload: &[u8],
+        dup: bool,
         durable: oneshot::Sender<()>,
     ) -> Routing {
         let Some(routed) = self
@@ -146,6 +148,7 @@ impl Router {
                 let handover = Handover {
                     sub_device,
                     durable: Some(durable),
+                    input: Some(InputKey::of(topic, payload, dup)),
                 };
                 match ctx.emit(measurement, handover).await {
                     true => Routing::Handed,
@@ -219,7 +222,7 @@ async fn embedded_broker(
     };
     while let Some(message) = rx.recv().await {
         if router
-            .route(&message.topic, &message.payload, message.done)
+            .route(&message.topic, &message.payload, message.dup, message.done)
             .await
             == Routing::Closed
         {
@@ -266,7 +269,7 @@ async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: Cance
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let topic = publish.topic.clone();
                     let (done, durable) = oneshot::channel();
-                    match router.route(&topic, &publish.payload, done).await {
+                    match router.route(&topic, &publish.payload, publish.dup, done).await {
                         // Acknowledged only once the record is durable.
                         Routing::Handed => {
                             let client = client.clone();
