@@ -79,6 +79,9 @@ pub struct Stats {
     /// LAN MQTT messages sent again (DUP) whose records were already
     /// stored: recognised by the outbox's ledger and not stored twice.
     pub lan_redelivered: AtomicU64,
+    /// Messages the site's MQTT broker says it dropped over its queue or
+    /// in-flight limits since it started (mosquitto's $SYS count).
+    pub lan_site_dropped: AtomicU64,
     /// Why LAN MQTT devices cannot reach the gateway, while they cannot.
     pub lan_error: Mutex<Option<String>>,
     /// Station sessions opened, open now, and scans that failed their check
@@ -145,6 +148,8 @@ pub struct Snapshot {
     pub lan_denied: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lan_redelivered: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lan_site_dropped: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lan_error: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -225,6 +230,7 @@ impl Stats {
             lan_logins_refused: self.lan_logins_refused.load(Relaxed),
             lan_denied: self.lan_denied.load(Relaxed),
             lan_redelivered: self.lan_redelivered.load(Relaxed),
+            lan_site_dropped: self.lan_site_dropped.load(Relaxed),
             lan_error: self.lan_error.lock().ok().and_then(|e| e.clone()),
             sessions_opened: self.sessions_opened.load(Relaxed),
             sessions_open: self.sessions_open.load(Relaxed),

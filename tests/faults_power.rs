@@ -513,7 +513,7 @@ fn subscribing_to_the_site_broker_loses_and_doubles_nothing_across_power_cuts() 
     let port = site.port;
     lan_power_cuts(
         "site broker",
-        &format!("type = \"subscribe\"\nhost = \"127.0.0.1\"\nport = {port}"),
+        &common::subscribe(port),
         "Subscribed to the site's MQTT broker.",
         |stop| {
             std::thread::spawn(move || {

@@ -339,14 +339,7 @@ fn subscribing_to_the_site_broker_loses_nothing_when_the_gateway_is_killed() {
     let upstream = broker();
     let platform = Platform::subscribe(upstream);
     let dir = tempfile::tempdir().unwrap();
-    let config = hub_config(
-        dir.path(),
-        upstream,
-        &format!(
-            "type = \"subscribe\"\nhost = \"127.0.0.1\"\nport = {}",
-            site.port
-        ),
-    );
+    let config = hub_config(dir.path(), upstream, &common::subscribe(site.port));
     let mut daemon = Daemon::start(&config, 0);
     wait_log(&daemon, "Subscribed to the site's MQTT broker.");
     std::thread::sleep(Duration::from_millis(300));
@@ -494,5 +487,109 @@ fn a_message_sent_again_is_stored_once() {
     assert_eq!(ids(2).len(), 1, "a DUP message never stored is stored");
     let report = common::status_report(status);
     assert_eq!(report["health"]["counters"]["lan_redelivered"], 1);
+    daemon.stop();
+}
+
+/// Stops the gateway (subscribed to `site`), has a hub publish `burst`
+/// readings to the site broker meanwhile, starts the gateway again and
+/// waits for `expected` of them: the hub counters that arrived, and the
+/// gateway.
+fn restart_under_a_burst(
+    site: &Mosquitto,
+    burst: u64,
+    expected: u64,
+) -> (BTreeSet<u64>, Daemon, tempfile::TempDir) {
+    let upstream = broker();
+    let platform = Platform::subscribe(upstream);
+    let dir = tempfile::tempdir().unwrap();
+    let config = hub_config(dir.path(), upstream, &common::subscribe(site.port));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_records = 5000", "max_records = 100000");
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "Subscribed to the site's MQTT broker.");
+    daemon.stop();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut rng = fastrand::Rng::with_seed(60);
+    let messages = (0..burst).map(move |seq| {
+        let band = (seq % 20) as u32 + 1;
+        (seq, fitedge::sim::band_message(band, seq, &mut rng).bytes)
+    });
+    let acked = common::publish_acknowledged(
+        rumqttc::MqttOptions::new("burst-hub", "127.0.0.1", site.port),
+        "hub/hr-hub-1/hr",
+        messages,
+        &stop,
+    );
+    assert_eq!(acked.len() as u64, burst, "the site broker took the burst");
+    let daemon = Daemon::start(&config, 1);
+    wait_log(&daemon, "Subscribed to the site's MQTT broker.");
+    let seqs = |p: &Platform| -> BTreeSet<u64> {
+        p.records()
+            .iter()
+            .filter_map(|r| r.attributes.get("seq").and_then(|s| s.as_u64()))
+            .collect()
+    };
+    platform.wait_until(Duration::from_secs(60), |r| {
+        r.records.len() as u64 >= expected
+    });
+    platform.wait_quiet(Duration::from_secs(2), Duration::from_secs(30));
+    (seqs(&platform), daemon, dir)
+}
+
+/// With the settings `docs/reliability.md` asks of a site broker (no queue
+/// limit), a gateway restart while a hub bursts 3,000 readings loses none.
+/// With mosquitto's default limit of 1,000 queued messages the broker drops
+/// the rest after acknowledging them to the hub: the gateway cannot get them
+/// back, but it says so, in the log and in its status.
+#[test]
+fn a_gateway_restart_under_a_burst_loses_nothing_with_the_documented_site_settings() {
+    let burst = 3_000;
+    let Some(site) = Mosquitto::start_with(free_port(), "sys_interval 1") else {
+        return;
+    };
+    let (arrived, mut daemon, _dir) = restart_under_a_burst(&site, burst, burst);
+    let missing = (0..burst).filter(|s| !arrived.contains(s)).count();
+    println!("site broker without a queue limit: gateway restarted under a burst of {burst}, {} arrived, {missing} missing", arrived.len());
+    assert_eq!(missing, 0, "readings the site broker queued were lost");
+    assert!(!daemon
+        .log_text()
+        .contains("dropped messages over its queue"));
+    daemon.stop();
+    drop(site);
+
+    let Some(site) = Mosquitto::start_with(free_port(), "sys_interval 1\nmax_queued_messages 1000")
+    else {
+        return;
+    };
+    let (arrived, mut daemon, _dir) = restart_under_a_burst(&site, burst, 1000);
+    println!(
+        "site broker with mosquitto's default queue limit (1000): {} of {burst} arrived",
+        arrived.len()
+    );
+    assert!(arrived.len() < burst as usize, "the limit dropped some");
+    wait_log(
+        &daemon,
+        "dropped messages over its queue or in-flight limits",
+    );
+    daemon.stop();
+}
+
+/// A site broker without persistence forgets the gateway's session when it
+/// restarts, and with it whatever was queued: the gateway says so.
+#[test]
+fn a_site_broker_that_forgets_the_gateways_session_is_reported() {
+    let Some(mut site) = Mosquitto::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = hub_config(dir.path(), broker(), &common::subscribe(site.port));
+    let mut daemon = Daemon::start(&config, 0);
+    wait_log(&daemon, "Subscribed to the site's MQTT broker.");
+    assert!(!daemon.log_text().contains("kept no session"));
+    site.kill();
+    site.restart();
+    wait_log(&daemon, "kept no session for the gateway");
     daemon.stop();
 }

@@ -174,6 +174,12 @@ pub fn prometheus(report: &Report) -> String {
         c.lan_redelivered as f64,
     );
     metric(
+        "lan_site_dropped",
+        "gauge",
+        "Messages the site's MQTT broker dropped over its limits since it started.",
+        c.lan_site_dropped as f64,
+    );
+    metric(
         "uplink_connects_total",
         "counter",
         "Connections made to the platform broker.",

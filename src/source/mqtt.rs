@@ -234,6 +234,48 @@ async fn embedded_broker(
     let _ = serving.await;
 }
 
+/// mosquitto's count of messages it dropped over its queue and in-flight
+/// limits (all clients), updated every `sys_interval`.
+const SITE_DROPPED: &str = "$SYS/broker/publish/messages/dropped";
+
+/// What the gateway can tell about the site broker's settings: whether it
+/// keeps the gateway's session, and whether it drops queued messages.
+#[derive(Debug, Default)]
+struct SiteBroker {
+    connects: u64,
+    dropped: Option<u64>,
+}
+
+impl SiteBroker {
+    fn connected(&mut self, session_present: bool) {
+        self.connects += 1;
+        if self.connects > 1 && !session_present {
+            warn!(
+                message = "The site's MQTT broker kept no session for the gateway: messages for it while it was away are lost. Set `persistence true` (mosquitto) and a long session expiry; see docs/reliability.md.",
+                stage = "source"
+            );
+        }
+    }
+
+    fn dropped(&mut self, payload: &[u8], stats: &Stats) {
+        let Some(count) = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        else {
+            return;
+        };
+        stats.lan_site_dropped.store(count, Relaxed);
+        if count > self.dropped.unwrap_or(0) {
+            warn!(
+                message = "The site's MQTT broker dropped messages over its queue or in-flight limits; readings queued for the gateway may be among them. Set `max_queued_messages 0` (mosquitto); see docs/reliability.md.",
+                dropped_since_broker_start = count,
+                stage = "source"
+            );
+        }
+        self.dropped = Some(count);
+    }
+}
+
 async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: CancellationToken) {
     let mut options = MqttOptions::new(lan.client_id.clone(), lan.host.clone(), lan.port);
     options
@@ -255,6 +297,7 @@ async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: Cance
         .collect();
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut last_error = String::new();
+    let mut site = SiteBroker::default();
     loop {
         tokio::select! {
             event = eventloop.poll() => match event {
@@ -262,9 +305,14 @@ async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: Cance
                     backoff.reset();
                     last_error.clear();
                     info!(message = "Subscribed to the site's MQTT broker.", host = %lan.host, port = lan.port, session_present = ack.session_present);
+                    site.connected(ack.session_present);
                     for filter in &filters {
                         let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
                     }
+                    let _ = client.try_subscribe(SITE_DROPPED, QoS::AtMostOnce);
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic == SITE_DROPPED => {
+                    site.dropped(&publish.payload, &router.stats);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let topic = publish.topic.clone();

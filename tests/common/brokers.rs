@@ -19,6 +19,8 @@ pub struct Mosquitto {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Configuration lines after the tests' own (the last setting wins).
+    extra: String,
 }
 
 impl Mosquitto {
@@ -44,6 +46,11 @@ impl Mosquitto {
 
     /// Starts mosquitto on `port` (see [`Mosquitto::start`]).
     pub fn start_on(port: u16) -> Option<Mosquitto> {
+        Mosquitto::start_with(port, "")
+    }
+
+    /// Starts mosquitto on `port` with `extra` configuration lines.
+    pub fn start_with(port: u16, extra: &str) -> Option<Mosquitto> {
         if !Path::new("/usr/sbin/mosquitto").exists() {
             assert!(
                 std::env::var_os("FITEDGE_REQUIRE_MOSQUITTO").is_none(),
@@ -56,6 +63,7 @@ impl Mosquitto {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
+            extra: extra.to_string(),
         };
         m.restart();
         Some(m)
@@ -67,7 +75,7 @@ impl Mosquitto {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nmax_queued_messages 0\nlog_dest none\n", self.port),
+            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nmax_queued_messages 0\nlog_dest none\n{}\n", self.port, self.extra),
         )
         .unwrap();
         let child = Command::new("/usr/sbin/mosquitto")

@@ -32,6 +32,11 @@ pub fn embedded(port: u16) -> String {
     format!("type = \"embedded\"\nlisten = [\"127.0.0.1:{port}\"]\nusers_file = \"lan-users\"\nmax_payload_bytes = 4096")
 }
 
+/// The `[lan]` body of subscribing to a site broker on loopback `port`.
+pub fn subscribe(port: u16) -> String {
+    format!("type = \"subscribe\"\nhost = \"127.0.0.1\"\nport = {port}")
+}
+
 /// An MQTT client on its own thread; `publish` queues, the thread drives it.
 pub struct Device {
     pub client: Client,
