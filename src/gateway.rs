@@ -125,6 +125,9 @@ async fn open_outbox(config: &Config, stats: &Stats) -> Result<Outbox, GatewayEr
     stats
         .records_quarantined
         .store(outbox.quarantined(), std::sync::atomic::Ordering::Relaxed);
+    if let Ok(mut epoch) = stats.buffer_epoch.lock() {
+        *epoch = Some(outbox.epoch());
+    }
     info!(
         message = "Buffer open.",
         dir = %config.buffer.dir.display(),

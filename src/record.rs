@@ -66,12 +66,20 @@ pub struct Record {
     pub schema: String,
     /// Globally unique id (ULID); the platform drops duplicates by it.
     pub id: String,
-    /// Per-gateway sequence number, gap-free, assigned when the record is
-    /// durably accepted by the outbox.
+    /// Per-gateway sequence number, gap-free within one buffer epoch,
+    /// assigned when the record is durably accepted by the outbox.
     pub seq: u64,
+    /// The buffer's epoch (a ULID made with the buffer): a new epoch means
+    /// `seq` started again (a new or replaced buffer), not a gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     pub gateway_id: String,
     pub site_id: String,
     pub device_id: String,
+    /// For a device behind a hub (`hr-hub-1.band-07`), the hub's configured
+    /// id (`hr-hub-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_id: Option<String>,
     pub profile_id: String,
     pub transport: Transport,
     /// Who was measured, when known: a keyed pseudonym (`psn1:` and 64 hex
@@ -141,6 +149,20 @@ impl InputKey {
         digest.copy_from_slice(&hash.finalize()[..16]);
         InputKey { digest, dup }
     }
+}
+
+/// Each metric at most once in a record: a later value of a metric (a
+/// derived value, a later part of an assembled record) replaces the
+/// earlier one in its place.
+fn one_per_metric(values: Vec<Reading>) -> Vec<Reading> {
+    let mut out: Vec<Reading> = Vec::with_capacity(values.len());
+    for value in values {
+        match out.iter_mut().find(|o| o.metric == value.metric) {
+            Some(earlier) => *earlier = value,
+            None => out.push(value),
+        }
+    }
+    out
 }
 
 /// How a reading from a station's device got its subject.
@@ -262,9 +284,11 @@ impl Record {
             schema: SCHEMA.to_string(),
             id: ulid::Ulid::generate().to_string(),
             seq: 0,
+            epoch: None,
             gateway_id: origin.gateway_id.clone(),
             site_id: origin.site_id.clone(),
             device_id: origin.device_id.clone(),
+            hub_id: None,
             profile_id: origin.profile_id.clone(),
             transport: origin.transport,
             subject_ref: measurement.subject_ref,
@@ -278,7 +302,7 @@ impl Record {
             received_at: crate::clock::now_rfc3339(),
             clock_synced: crate::clock::is_synchronized(),
             time_corrected: None,
-            values: measurement.values,
+            values: one_per_metric(measurement.values),
             absent: measurement.absent,
             attributes: measurement.attributes,
             input: None,
@@ -294,6 +318,43 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_metric_appears_at_most_once_and_the_later_value_wins() {
+        let origin = Origin {
+            gateway_id: "gw".into(),
+            site_id: "site".into(),
+            device_id: "dev".into(),
+            profile_id: "p".into(),
+            transport: Transport::Ble,
+        };
+        let reading = |metric: &str, value: f64| Reading {
+            metric: metric.into(),
+            value,
+            unit: "1".into(),
+            quality: Quality::Ok,
+            source_value: None,
+            source_unit: None,
+        };
+        let m = Measurement {
+            values: vec![
+                reading("exercise.speed", 8.0),
+                reading("vital.heart_rate", 120.0),
+                reading("exercise.speed", 8.5),
+            ],
+            ..Default::default()
+        };
+        let record = Record::new(&origin, m);
+        let got: Vec<(&str, f64)> = record
+            .values
+            .iter()
+            .map(|r| (r.metric.as_str(), r.value))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("exercise.speed", 8.5), ("vital.heart_rate", 120.0)]
+        );
+    }
 
     #[test]
     fn record_round_trips_through_json_and_ids_are_unique() {

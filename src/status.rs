@@ -100,6 +100,8 @@ pub struct Stats {
     pub uplink_server_cert_expires: std::sync::atomic::AtomicI64,
     /// Expiry of the embedded LAN broker's TLS certificate (0: no TLS).
     pub lan_cert_expires: std::sync::atomic::AtomicI64,
+    /// The buffer's epoch (`Outbox::epoch`), once it is open.
+    pub buffer_epoch: Mutex<Option<String>>,
     /// Where an unreadable buffer was moved at start, if it was.
     pub buffer_moved_aside: Mutex<Option<String>>,
     /// Why Bluetooth LE devices cannot be reached, while they cannot.
@@ -287,6 +289,9 @@ pub struct Health {
     /// Seconds since the last PUBACK for a record, if there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_ack_seconds: Option<u64>,
+    /// The buffer's epoch, as its records carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_epoch: Option<String>,
     pub counters: Snapshot,
 }
 
@@ -299,6 +304,7 @@ pub fn health(stats: &Stats, (unacknowledged, oldest): (u64, Option<u64>)) -> He
         oldest_unacknowledged_seconds: oldest.map(|ms| ms / 1000),
         last_ack_seconds: (last_ack > 0)
             .then(|| crate::clock::uptime_ms().saturating_sub(last_ack) / 1000),
+        buffer_epoch: stats.buffer_epoch.lock().ok().and_then(|e| e.clone()),
         counters: stats.snapshot(),
     }
 }

@@ -452,6 +452,29 @@ fn a_corrupted_database_is_moved_aside_and_the_gateway_carries_on() {
             .is_some_and(|p| p.contains("buffer.corrupt-"))
     });
     assert!(reported, "the move is reported upstream in the status");
+    // The new buffer is a new epoch: seq starts again, and says so.
+    let records = platform.records();
+    let epochs: std::collections::BTreeSet<_> = records.iter().map(|r| r.epoch.clone()).collect();
+    assert_eq!(epochs.len(), 2, "two epochs: {epochs:?}");
+    assert!(epochs.iter().all(|e| e.is_some()));
+    for epoch in &epochs {
+        let seqs: std::collections::BTreeSet<u64> = records
+            .iter()
+            .filter(|r| &r.epoch == epoch)
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, (0..10).collect(), "each epoch counts from 0");
+    }
+    let heartbeat_epochs: std::collections::BTreeSet<_> = platform
+        .received
+        .lock()
+        .unwrap()
+        .statuses
+        .iter()
+        .filter_map(|s| s["health"]["buffer_epoch"].as_str().map(str::to_string))
+        .map(Some)
+        .collect();
+    assert_eq!(heartbeat_epochs, epochs, "the heartbeat names each epoch");
     daemon.stop();
     summary!(
         "fault summary: corrupted database: moved aside {}, records after recovery 10 delivered",

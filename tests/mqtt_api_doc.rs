@@ -1,6 +1,8 @@
 //! `docs/mqtt-api.md` is the platform's contract: its JSON examples must be
 //! exactly what the real serializer produces and accepts.
 
+mod common;
+
 use fitedge::record::Record;
 use fitedge::uplink::{record_topic, status_topic, StatusMessage};
 
@@ -25,7 +27,7 @@ fn record_examples_round_trip_through_the_serializer_unchanged() {
     let blocks = json_blocks(&doc());
     let records: Vec<_> = blocks
         .iter()
-        .filter(|b| b.get("schema").is_some())
+        .filter(|b| b["schema"] == fitedge::record::SCHEMA)
         .collect();
     assert_eq!(records.len(), 2);
     for example in records {
@@ -49,6 +51,7 @@ fn record_examples_round_trip_through_the_serializer_unchanged() {
 fn status_example_has_the_serializers_fields() {
     let blocks = json_blocks(&doc());
     let example = blocks.iter().find(|b| b.get("state").is_some()).unwrap();
+    assert_eq!(example["schema"], fitedge::uplink::STATUS_SCHEMA);
     let real = serde_json::to_value(StatusMessage::new("online", "gw-01", "site-a")).unwrap();
     let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(keys(example), keys(&real));
@@ -65,4 +68,30 @@ fn documented_topics_match_the_code() {
         "<device_id>"
     )));
     assert!(text.contains(&status_topic("<prefix>", "<site_id>", "<gateway_id>")));
+}
+
+#[test]
+fn documented_examples_match_the_schemas_and_the_schemas_can_say_no() {
+    for example in json_blocks(&doc()) {
+        let bytes = serde_json::to_vec(&example).unwrap();
+        let problems = common::schema_problems(&bytes);
+        assert!(problems.is_empty(), "{example}: {problems:?}");
+    }
+    let mut heartbeat =
+        serde_json::to_value(StatusMessage::new("online", "gw-01", "site-a")).unwrap();
+    assert!(common::schema_problems(&serde_json::to_vec(&heartbeat).unwrap()).is_empty());
+    // An undocumented field, a wrong type, a repeated metric: each caught.
+    heartbeat["mood"] = "fine".into();
+    assert!(!common::schema_problems(&serde_json::to_vec(&heartbeat).unwrap()).is_empty());
+    let mut record = json_blocks(&doc())
+        .into_iter()
+        .find(|b| b.get("values").is_some())
+        .unwrap();
+    record["seq"] = "1042".into();
+    assert!(!common::schema_problems(&serde_json::to_vec(&record).unwrap()).is_empty());
+    record["seq"] = 1042.into();
+    let first = record["values"][0].clone();
+    record["values"].as_array_mut().unwrap().push(first);
+    let problems = common::schema_problems(&serde_json::to_vec(&record).unwrap());
+    assert!(problems.iter().any(|p| p.contains("twice")), "{problems:?}");
 }

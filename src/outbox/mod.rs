@@ -227,6 +227,10 @@ impl Outbox {
             }
             None => Meta::new(options.max_records),
         };
+        if meta.epoch == 0 {
+            // A buffer from before epochs: it gets one now.
+            meta.epoch = ulid::Ulid::generate().0;
+        }
         if meta.version > FORMAT_VERSION {
             return Err(OutboxError::NewerFormat {
                 path: dir.to_path_buf(),
@@ -376,6 +380,7 @@ impl Outbox {
                 }
             }
             record.seq = meta.head;
+            record.epoch = Some(meta.epoch_text());
             let encoded = encode_slot(record, &now);
             let bytes = encoded.as_ref().map_or(0, |(_, size)| *size);
             let Some((slot, size)) =
@@ -715,6 +720,12 @@ impl Outbox {
     /// are durable.
     pub fn head(&self) -> u64 {
         self.durable_head
+    }
+
+    /// This buffer's epoch: made with the buffer, carried by every record;
+    /// `seq` is gap-free within one epoch.
+    pub fn epoch(&self) -> String {
+        self.meta.epoch_text()
     }
 
     /// Oldest unacknowledged sequence number.

@@ -1,7 +1,8 @@
 //! The stored format: the meta key (ring pointers) and one slot per record.
 //!
-//! Meta (36 bytes): `version u32 | capacity u64 | head u64 | tail u64 |
-//! bytes appended u64`. Slot (format 1): `seq u64 | boot id [16] | uptime ms
+//! Meta (52 bytes): `version u32 | capacity u64 | head u64 | tail u64 |
+//! bytes appended u64 | epoch u128` (a buffer written before the epoch was
+//! added has 36 bytes, read with epoch 0: the outbox then gives it one). Slot (format 1): `seq u64 | boot id [16] | uptime ms
 //! u64 | device id length u8 | device id | record JSON`, integers big-endian.
 //! A released slot (its record acknowledged, expired or dropped) is
 //! overwritten with its `seq u64` alone, so the buffer keeps no health data
@@ -31,6 +32,9 @@ pub(super) struct Meta {
     pub tail: u64,
     /// Bytes of all records ever appended, for the mean record size.
     pub bytes_appended: u64,
+    /// This buffer's epoch (a ULID made with it; 0: none yet): `seq` counts
+    /// from 0 within one epoch.
+    pub epoch: u128,
 }
 
 impl Meta {
@@ -41,16 +45,18 @@ impl Meta {
             head: 0,
             tail: 0,
             bytes_appended: 0,
+            epoch: ulid::Ulid::generate().0,
         }
     }
 
-    pub fn encode(&self) -> [u8; 36] {
-        let mut b = [0u8; 36];
+    pub fn encode(&self) -> [u8; 52] {
+        let mut b = [0u8; 52];
         b[0..4].copy_from_slice(&self.version.to_be_bytes());
         b[4..12].copy_from_slice(&self.capacity.to_be_bytes());
         b[12..20].copy_from_slice(&self.head.to_be_bytes());
         b[20..28].copy_from_slice(&self.tail.to_be_bytes());
         b[28..36].copy_from_slice(&self.bytes_appended.to_be_bytes());
+        b[36..52].copy_from_slice(&self.epoch.to_be_bytes());
         b
     }
 
@@ -66,7 +72,16 @@ impl Meta {
             head: u64_at(12)?,
             tail: u64_at(20)?,
             bytes_appended: u64_at(28)?,
+            epoch: b
+                .get(36..52)
+                .and_then(|s| s.try_into().ok())
+                .map_or(0, u128::from_be_bytes),
         })
+    }
+
+    /// The epoch as the records carry it.
+    pub fn epoch_text(&self) -> String {
+        ulid::Ulid(self.epoch).to_string()
     }
 
     /// Estimated bytes of the unacknowledged records.

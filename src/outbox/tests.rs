@@ -173,9 +173,51 @@ fn meta_round_trips() {
         head: 1 << 40,
         tail: 3,
         bytes_appended: 99,
+        epoch: 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
     };
     assert_eq!(Meta::decode(&m.encode()), Some(m));
     assert_eq!(Meta::decode(&[1, 2, 3]), None);
+    // A meta key from before epochs reads with none.
+    let old = Meta::decode(&m.encode()[..36]).unwrap();
+    assert_eq!((old.head, old.epoch), (1 << 40, 0));
+}
+
+#[test]
+fn records_carry_the_buffers_epoch_which_a_new_buffer_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("buffer");
+    let mut o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
+    o.append(&mut records(2)).unwrap();
+    let epoch = o.epoch();
+    assert_eq!(epoch.len(), 26, "a ULID: {epoch}");
+    let stored = o.read(0, 10).unwrap();
+    assert!(stored
+        .iter()
+        .all(|s| s.record.epoch.as_deref() == Some(epoch.as_str())));
+    drop(o);
+    let mut o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
+    assert_eq!(o.epoch(), epoch, "kept across a restart");
+    o.reopen().unwrap();
+    assert_eq!(o.epoch(), epoch, "and a rebuild");
+    drop(o);
+    // A buffer from before epochs gets one, once.
+    {
+        let db = sled::open(&dir).unwrap();
+        let meta = db.get(META_KEY).unwrap().unwrap();
+        db.insert(META_KEY, &meta[..36]).unwrap();
+        db.flush().unwrap();
+    }
+    let o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
+    let given = o.epoch();
+    assert_ne!(given, epoch);
+    drop(o);
+    let o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
+    assert_eq!(o.epoch(), given);
+    drop(o);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
+    assert_ne!(o.epoch(), given, "a new buffer, a new epoch");
+    assert_eq!(o.head(), 0);
 }
 
 #[test]

@@ -185,7 +185,9 @@ impl DeviceContext {
             Some(sub) => {
                 let mut origin = self.origin.clone();
                 origin.device_id = format!("{}.{sub}", origin.device_id);
-                Record::new(&origin, measurement)
+                let mut record = Record::new(&origin, measurement);
+                record.hub_id = Some(self.origin.device_id.clone());
+                record
             }
             None => Record::new(&self.origin, measurement),
         };

@@ -48,6 +48,8 @@ pub const STATUS_EVERY: Duration = Duration::from_secs(60);
 /// The retained status payload.
 #[derive(Debug, Serialize)]
 pub struct StatusMessage<'a> {
+    /// `fitedge.status.v1` (`docs/schema/`).
+    pub schema: &'static str,
     pub state: &'a str,
     pub gateway_id: &'a str,
     pub site_id: &'a str,
@@ -61,6 +63,7 @@ pub struct StatusMessage<'a> {
 impl<'a> StatusMessage<'a> {
     pub fn new(state: &'a str, gateway_id: &'a str, site_id: &'a str) -> StatusMessage<'a> {
         StatusMessage {
+            schema: STATUS_SCHEMA,
             state,
             gateway_id,
             site_id,
@@ -74,6 +77,9 @@ impl<'a> StatusMessage<'a> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 }
+
+/// Schema id of the status payload; bump on incompatible changes.
+pub const STATUS_SCHEMA: &str = "fitedge.status.v1";
 
 /// Everything the uplink task needs.
 pub struct Uplink {

@@ -29,6 +29,59 @@ pub struct Received {
     pub raw: Vec<(String, Vec<u8>)>,
     /// SUBACKs seen: one per (re)connect of the subscriber.
     pub subacks: usize,
+    /// Payloads that did not validate against their schema (docs/schema),
+    /// with why: a test whose platform received any fails.
+    pub invalid: Vec<String>,
+}
+
+/// The payload schemas of `docs/schema`, by schema id, compiled once.
+fn schemas() -> &'static HashMap<String, jsonschema::Validator> {
+    static SCHEMAS: std::sync::OnceLock<HashMap<String, jsonschema::Validator>> =
+        std::sync::OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema");
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .map(|path| {
+                let schema: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                let id = path.file_stem().unwrap().to_string_lossy().to_string();
+                let validator = jsonschema::draft202012::new(&schema)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                (id, validator)
+            })
+            .collect()
+    })
+}
+
+/// What is wrong with `payload` against the schema it names (empty: valid).
+pub fn schema_problems(payload: &[u8]) -> Vec<String> {
+    let value: serde_json::Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("not JSON: {e}")],
+    };
+    let Some(id) = value["schema"].as_str() else {
+        return vec!["no `schema` field".into()];
+    };
+    let Some(validator) = schemas().get(id) else {
+        return vec![format!("no schema file for {id} in docs/schema")];
+    };
+    let mut problems: Vec<String> = validator
+        .iter_errors(&value)
+        .map(|e| format!("{e} (at {})", e.instance_path()))
+        .collect();
+    // Beyond what the schema can say: a metric at most once per record.
+    if let Some(values) = value["values"].as_array() {
+        let mut seen = BTreeSet::new();
+        for metric in values.iter().filter_map(|v| v["metric"].as_str()) {
+            if !seen.insert(metric) {
+                problems.push(format!("metric {metric} appears twice"));
+            }
+        }
+    }
+    problems
 }
 
 /// A subscriber standing in for the platform, on its own thread and runtime
@@ -71,6 +124,11 @@ impl Platform {
                         Ok(Event::Incoming(Packet::Publish(p))) => {
                             let mut r = sink.lock().unwrap();
                             r.raw.push((p.topic.clone(), p.payload.to_vec()));
+                            let problems = schema_problems(&p.payload);
+                            if !problems.is_empty() {
+                                let invalid = format!("{}: {}", p.topic, problems.join("; "));
+                                r.invalid.push(invalid);
+                            }
                             if p.topic.ends_with("/status") {
                                 r.statuses.push(serde_json::from_slice(&p.payload).unwrap());
                             } else {
@@ -126,6 +184,27 @@ impl Platform {
                 return;
             }
         }
+    }
+}
+
+impl Drop for Platform {
+    /// Every payload the platform received matched its schema.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let invalid = std::mem::take(&mut self.received.lock().unwrap().invalid);
+        assert!(
+            invalid.is_empty(),
+            "{} payload(s) do not match docs/schema: {}",
+            invalid.len(),
+            invalid
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }
 
