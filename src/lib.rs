@@ -20,7 +20,8 @@
 //! - [`writer`]: makes records durable in the [`outbox`], the sled ring.
 //! - [`uplink`]: forwards the outbox to the platform: a pure session
 //!   ([`uplink::state`]), payload encoders ([`uplink::payload`]), rumqttc I/O.
-//! - [`record`]: the types that flow between the stages.
+//! - [`record`]: the types that flow between the stages; [`contract`]: the
+//!   payload schemas and a subscriber's checks (`fitedge tail`).
 //! - [`watchdog`], [`status`], [`report`]: systemd's watchdog, counters,
 //!   the heartbeat and the localhost status endpoint.
 //! - [`vocabulary`], [`units`]: canonical metrics and unit conversion;
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod contract;
 pub mod gateway;
 pub mod gatt;
 pub mod identity;

@@ -98,7 +98,7 @@ pub fn run(args: DemoArgs) -> ExitCode {
 }
 
 /// `mqtt://HOST:PORT` (port defaults to 1883).
-fn parse_upstream(url: &str) -> anyhow::Result<(String, u16)> {
+pub(super) fn parse_upstream(url: &str) -> anyhow::Result<(String, u16)> {
     let rest = url.strip_prefix("mqtt://").unwrap_or(url);
     let rest = rest.trim_end_matches('/');
     match rest.rsplit_once(':') {

@@ -8,6 +8,7 @@ mod demo;
 mod profile;
 mod scan;
 mod status;
+mod tail;
 
 pub use daemon::shutdown_signal;
 
@@ -68,6 +69,10 @@ pub enum Command {
     /// Inspect a stopped gateway's buffer.
     #[command(subcommand)]
     Buffer(BufferCommand),
+    /// Subscribe to what gateways publish upstream: print readings, check
+    /// every payload against the schemas, and report duplicates, sequence
+    /// gaps, buffer epoch changes and gateways gone offline.
+    Tail(tail::TailArgs),
     /// Show a running gateway's uplink, buffer, devices and counters.
     Status {
         /// The status endpoint (default: `[status] listen` of the config).
@@ -187,6 +192,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Profile(ProfileCommand::Test { paths }) => profile::profile_test(&paths),
         Command::Decode(args) => decode::decode(args),
         Command::Buffer(command) => buffer::buffer(command),
+        Command::Tail(args) => tail::run(args),
         Command::Status {
             address,
             config,

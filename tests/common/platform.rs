@@ -34,54 +34,14 @@ pub struct Received {
     pub invalid: Vec<String>,
 }
 
-/// The payload schemas of `docs/schema`, by schema id, compiled once.
-fn schemas() -> &'static HashMap<String, jsonschema::Validator> {
-    static SCHEMAS: std::sync::OnceLock<HashMap<String, jsonschema::Validator>> =
-        std::sync::OnceLock::new();
-    SCHEMAS.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema");
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .map(|path| {
-                let schema: serde_json::Value =
-                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-                let id = path.file_stem().unwrap().to_string_lossy().to_string();
-                let validator = jsonschema::draft202012::new(&schema)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                (id, validator)
-            })
-            .collect()
-    })
-}
-
-/// What is wrong with `payload` against the schema it names (empty: valid).
+/// What is wrong with `payload` against the schema it names (empty: valid),
+/// by the gateway's own check of the contract (`fitedge::contract`).
 pub fn schema_problems(payload: &[u8]) -> Vec<String> {
-    let value: serde_json::Value = match serde_json::from_slice(payload) {
-        Ok(v) => v,
-        Err(e) => return vec![format!("not JSON: {e}")],
-    };
-    let Some(id) = value["schema"].as_str() else {
-        return vec!["no `schema` field".into()];
-    };
-    let Some(validator) = schemas().get(id) else {
-        return vec![format!("no schema file for {id} in docs/schema")];
-    };
-    let mut problems: Vec<String> = validator
-        .iter_errors(&value)
-        .map(|e| format!("{e} (at {})", e.instance_path()))
-        .collect();
-    // Beyond what the schema can say: a metric at most once per record.
-    if let Some(values) = value["values"].as_array() {
-        let mut seen = BTreeSet::new();
-        for metric in values.iter().filter_map(|v| v["metric"].as_str()) {
-            if !seen.insert(metric) {
-                problems.push(format!("metric {metric} appears twice"));
-            }
-        }
-    }
-    problems
+    static SCHEMAS: std::sync::OnceLock<fitedge::contract::Schemas> = std::sync::OnceLock::new();
+    SCHEMAS
+        .get_or_init(fitedge::contract::Schemas::new)
+        .check(payload)
+        .1
 }
 
 /// A subscriber standing in for the platform, on its own thread and runtime
