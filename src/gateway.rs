@@ -27,13 +27,13 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
 
-use crate::config::{Config, DeviceTransport};
+use crate::config::{Config, DeviceTransport, PayloadFormat};
 use crate::outbox::{Outbox, OutboxError, OutboxOptions};
 use crate::profile::{DecodeContext, Profile};
 use crate::record::{Incoming, Origin, Transport};
 use crate::source::{self, DeviceContext};
 use crate::status::{Snapshot, Stats};
-use crate::uplink::{JsonRecords, Uplink};
+use crate::uplink::{FhirObservations, JsonRecords, Uplink};
 
 /// Records waiting between the sources and the writer, at most.
 const RECORD_QUEUE: usize = 1024;
@@ -199,7 +199,10 @@ impl Stages {
             outbox: outbox.clone(),
             appended: head_rx,
             stats: stats.clone(),
-            encoder: Arc::new(JsonRecords),
+            encoder: match config.upstream.format {
+                PayloadFormat::Json => Arc::new(JsonRecords),
+                PayloadFormat::Fhir => Arc::new(FhirObservations),
+            },
         };
         let uplink = tokio::spawn(
             uplink

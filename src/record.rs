@@ -60,6 +60,20 @@ pub struct Reading {
     pub source_unit: Option<String>,
 }
 
+impl Reading {
+    /// A plausible value in its canonical unit, as the device sent it.
+    pub fn new(metric: &str, value: f64, unit: &str) -> Reading {
+        Reading {
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+            quality: Quality::Ok,
+            source_value: None,
+            source_unit: None,
+        }
+    }
+}
+
 /// One measurement event, as stored in the outbox and sent upstream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -328,14 +342,7 @@ mod tests {
             profile_id: "p".into(),
             transport: Transport::Ble,
         };
-        let reading = |metric: &str, value: f64| Reading {
-            metric: metric.into(),
-            value,
-            unit: "1".into(),
-            quality: Quality::Ok,
-            source_value: None,
-            source_unit: None,
-        };
+        let reading = |metric: &str, value: f64| Reading::new(metric, value, "1");
         let m = Measurement {
             values: vec![
                 reading("exercise.speed", 8.0),

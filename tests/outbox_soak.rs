@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use fitedge::config::FullPolicy;
 use fitedge::outbox::{disk_usage, Outbox, OutboxOptions};
-use fitedge::record::{Measurement, Origin, Quality, Reading, Record, Transport};
+use fitedge::record::{Measurement, Origin, Reading, Record, Transport};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -22,14 +22,7 @@ fn rss_bytes() -> u64 {
 }
 
 fn record(origin: &Origin, n: u64) -> Record {
-    let reading = |metric: &str, value: f64, unit: &str| Reading {
-        metric: metric.into(),
-        value,
-        unit: unit.into(),
-        quality: Quality::Ok,
-        source_value: None,
-        source_unit: None,
-    };
+    let reading = Reading::new;
     Record::new(
         origin,
         Measurement {

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{binary, wait_for_port, write_config, Daemon, DeviceEntry, Mosquitto, GATEWAY};
+use common::{binary, wait_for_port, Daemon, Mosquitto, GATEWAY};
 use fitedge::sim::{Instrument, Pty};
 
 /// Starts `fitedge tail --json` on `port` for `seconds`; waits until it is
@@ -100,15 +100,7 @@ fn tail_tells_a_new_buffer_from_a_gap() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut pty = Pty::open().unwrap();
-    let config = write_config(
-        dir.path(),
-        broker.port,
-        &[DeviceEntry {
-            id: "hw-1",
-            profile: "height-weight-kv-line",
-            port: &pty.path,
-        }],
-    );
+    let config = common::height_weight_config(dir.path(), broker.port, &pty.path, "");
     let tail = start_tail(broker.port, 14, &["--device", "hw-1"]);
     let mut rng = fastrand::Rng::with_seed(70);
     let mut send = |pty: &mut Pty, n: u64| {

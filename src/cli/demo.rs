@@ -191,6 +191,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<bool> {
             backlog_per_second: 100,
             stall: Duration::from_secs(300),
             tls: None,
+            format: Default::default(),
         },
         buffer: Buffer {
             dir: buffer_dir.join("outbox"),

@@ -156,6 +156,19 @@ pub struct Upstream {
     pub stall: Duration,
     /// `[upstream.tls]`: MQTT over TLS, read in the environment stage.
     pub tls: Option<crate::tls::ClientTls>,
+    /// What the records are published as.
+    pub format: PayloadFormat,
+}
+
+/// `[upstream] format`: the payload of the records upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// fitedge records as JSON (`docs/mqtt-api.md`, `docs/schema`).
+    #[default]
+    Json,
+    /// HL7 FHIR R4 Observations (`src/uplink/fhir.rs`).
+    Fhir,
 }
 
 #[derive(Debug, Clone)]

@@ -223,6 +223,8 @@ pub(super) struct RawUpstream {
     #[serde(default = "default_stall")]
     pub stall_seconds: Spanned<u64>,
     #[serde(default)]
+    pub format: super::PayloadFormat,
+    #[serde(default)]
     pub tls: Option<Spanned<RawTls>>,
 }
 

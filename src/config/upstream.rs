@@ -99,5 +99,6 @@ pub(super) fn check_upstream(
         backlog_per_second: *up.backlog_per_second.get_ref(),
         stall: Duration::from_secs(*up.stall_seconds.get_ref()),
         tls: None,
+        format: up.format,
     }
 }

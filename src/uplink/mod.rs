@@ -9,7 +9,8 @@
 //! - `state.rs`: the session's rules (in-flight window, live lane and paced
 //!   backlog, what a CONNACK means), pure and unit-tested;
 //! - `payload.rs`: topics and the payload encoder (stored records ->
-//!   publishes, each with the set of records it carries);
+//!   publishes, each with the set of records it carries); `fhir.rs`: the
+//!   FHIR R4 encoder;
 //! - this file: the I/O loop over rumqttc that drives both.
 //!
 //! With `[upstream.tls]` the connection is MQTT over TLS (rustls); a failed
@@ -19,6 +20,7 @@
 //! with the gateway's figures every `STATUS_EVERY`, and the last will says
 //! "offline".
 
+pub mod fhir;
 pub mod payload;
 pub mod state;
 
@@ -37,6 +39,7 @@ use crate::backoff::Backoff;
 use crate::config::Upstream;
 use crate::outbox::{Outbox, Stored};
 use crate::status::{Health, Stats};
+pub use fhir::FhirObservations;
 pub use payload::{record_topic, status_topic, Encoder, JsonRecords, Publish, SendClock, Topics};
 use state::{Lane, Session};
 

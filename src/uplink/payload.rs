@@ -86,19 +86,32 @@ pub struct JsonRecords;
 
 impl Encoder for JsonRecords {
     fn encode(&self, records: &[Stored], topics: &Topics, clock: &SendClock) -> Vec<Publish> {
-        records
-            .iter()
-            .map(|stored| {
-                let corrected = corrected(stored, clock);
-                let record = corrected.as_ref().unwrap_or(&stored.record);
-                Publish {
-                    topic: topics.records(&record.device_id),
-                    payload: serde_json::to_vec(record).unwrap_or_default(),
-                    seqs: vec![stored.seq],
-                }
-            })
-            .collect()
+        one_per_record(records, clock, |record| {
+            let payload = serde_json::to_vec(record).unwrap_or_default();
+            (topics.records(&record.device_id), payload)
+        })
     }
+}
+
+/// One publish per record, its time corrected if need be: `make` gives the
+/// topic and payload of a record.
+pub fn one_per_record(
+    records: &[Stored],
+    clock: &SendClock,
+    make: impl Fn(&Record) -> (String, Vec<u8>),
+) -> Vec<Publish> {
+    records
+        .iter()
+        .map(|stored| {
+            let corrected = corrected(stored, clock);
+            let (topic, payload) = make(corrected.as_ref().unwrap_or(&stored.record));
+            Publish {
+                topic,
+                payload,
+                seqs: vec![stored.seq],
+            }
+        })
+        .collect()
 }
 
 /// A record taken while the clock was not yet synchronized, with its

@@ -70,6 +70,30 @@ max_records = 5000
     path
 }
 
+/// A gateway config with one height-weight station (`hw-1`) on `pty`,
+/// and `upstream_extra` lines added to `[upstream]`.
+pub fn height_weight_config(
+    dir: &Path,
+    broker_port: u16,
+    pty: &Path,
+    upstream_extra: &str,
+) -> PathBuf {
+    let config = write_config(
+        dir,
+        broker_port,
+        &[DeviceEntry {
+            id: "hw-1",
+            profile: "height-weight-kv-line",
+            port: pty,
+        }],
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[upstream]\n", &format!("[upstream]\n{upstream_extra}\n"));
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// The site key of every test gateway.
 pub const TEST_KEY: &[u8] = b"fitedge-tests-site-key-0123456789";
 
