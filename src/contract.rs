@@ -262,6 +262,22 @@ mod tests {
         let schemas = Schemas::new();
         let status = crate::uplink::StatusMessage::new("online", "gw-01", "site-a").to_json();
         assert!(schemas.check(&status).1.is_empty());
+        let will = crate::uplink::StatusMessage::will(
+            "t",
+            "gw-01",
+            "site-a",
+            std::time::Duration::from_secs(30),
+        );
+        let (value, problems) = schemas.check(&will.message);
+        assert!(problems.is_empty(), "{problems:?}");
+        let value = value.unwrap();
+        assert_eq!(
+            (
+                value["state"].as_str(),
+                value["will_keep_alive_seconds"].as_u64()
+            ),
+            (Some("offline"), Some(30))
+        );
         assert!(!schemas
             .check(b"{\"schema\":\"fitedge.status.v1\"}")
             .1

@@ -61,6 +61,11 @@ pub struct StatusMessage<'a> {
     /// The figures, in heartbeats (absent from the last will).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// On the last will only: the connection's keep-alive. MQTT fixes a
+    /// will's content at CONNECT, so `at` is the connect time; the broker
+    /// sends the will once it has heard nothing for 1.5 keep-alives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub will_keep_alive_seconds: Option<u64>,
 }
 
 impl<'a> StatusMessage<'a> {
@@ -73,7 +78,15 @@ impl<'a> StatusMessage<'a> {
             version: env!("CARGO_PKG_VERSION"),
             at: crate::clock::now_rfc3339(),
             health: None,
+            will_keep_alive_seconds: None,
         }
+    }
+
+    /// The last will as of now (its `at` is the connect time).
+    pub fn will(topic: &str, gateway_id: &str, site_id: &str, keep_alive: Duration) -> LastWill {
+        let mut will = StatusMessage::new("offline", gateway_id, site_id);
+        will.will_keep_alive_seconds = Some(keep_alive.as_secs());
+        LastWill::new(topic, will.to_json(), QoS::AtLeastOnce, true)
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -130,11 +143,11 @@ impl Uplink {
             .set_clean_session(false)
             .set_inflight(u.inflight_window)
             .set_max_packet_size(self.max_record_bytes + 4096, self.max_record_bytes + 4096)
-            .set_last_will(LastWill::new(
+            .set_last_will(StatusMessage::will(
                 &status,
-                StatusMessage::new("offline", &self.gateway_id, &self.site_id).to_json(),
-                QoS::AtLeastOnce,
-                true,
+                &self.gateway_id,
+                &self.site_id,
+                u.keep_alive,
             ));
         if let Some(user) = &u.username {
             options.set_credentials(user.clone(), u.password.clone().unwrap_or_default());
@@ -223,6 +236,13 @@ impl Uplink {
                         if stop_by.is_some() {
                             break;
                         }
+                        // The next CONNECT carries a will stamped with its own time.
+                        eventloop.mqtt_options.set_last_will(StatusMessage::will(
+                            &status,
+                            &self.gateway_id,
+                            &self.site_id,
+                            u.keep_alive,
+                        ));
                         let delay = backoff.next_delay();
                         debug!(message = "Waiting before reconnecting.", delay_ms = delay.as_millis() as u64);
                         tokio::select! {
