@@ -143,9 +143,13 @@ pub struct Record {
     pub input: Option<InputKey>,
 }
 
-/// What identifies an MQTT message when it comes again: a digest of its
-/// topic and payload, and whether the sender marked it as a resend (the
-/// DUP flag). The outbox's ledger holds the digests of recent records.
+/// What identifies an MQTT message when the site's broker sends it again:
+/// a digest of its packet id, topic and payload, and whether the broker
+/// marked it as a resend (the DUP flag). A broker numbers the messages to
+/// one client in sequence (mosquitto through 65,535), so the same id and
+/// payload among the last records is the same message, while the same
+/// payload under a new id is a reading of its own. The outbox's ledger holds
+/// the digests of recent records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputKey {
     pub digest: [u8; 16],
@@ -153,9 +157,10 @@ pub struct InputKey {
 }
 
 impl InputKey {
-    pub fn of(topic: &str, payload: &[u8], dup: bool) -> InputKey {
+    pub fn of(packet_id: u16, topic: &str, payload: &[u8], dup: bool) -> InputKey {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
+        hash.update(packet_id.to_be_bytes());
         hash.update((topic.len() as u64).to_be_bytes());
         hash.update(topic.as_bytes());
         hash.update(payload);

@@ -105,6 +105,10 @@ fn a_buffer_and_config_from_format_1_are_read_and_drained() {
     assert!(records.iter().all(|r| r.schema == fitedge::record::SCHEMA
         && r.device_id == "hw-1"
         && r.value("body.weight").is_some()));
+    // 0.1 buffered subjects as they came; they never leave the box.
+    assert!(exported.iter().any(|r| r.subject_ref.is_some()));
+    assert!(records.iter().all(|r| r.subject_ref.is_none()
+        && r.attributes.get("subject_withheld") == Some(&serde_json::Value::Bool(true))));
     daemon.stop();
     assert_eq!(common::open_buffer(dir.path()).pending(), 0);
 }

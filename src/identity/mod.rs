@@ -115,6 +115,13 @@ impl Keyring {
     }
 }
 
+/// Whether `text` is a pseudonym as this module makes them (`psn1:` and 64
+/// lower-case hex digits).
+pub fn is_pseudonym(text: &str) -> bool {
+    text.strip_prefix(PREFIX)
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
 fn lower_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::new(), |mut s, b| {

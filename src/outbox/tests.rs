@@ -523,37 +523,39 @@ fn a_message_sent_again_after_its_record_was_stored_is_not_stored_twice() {
     use crate::record::InputKey;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("buffer");
-    let from = |topic: &str, payload: &[u8], dup: bool| {
+    let from = |pkid: u16, topic: &str, payload: &[u8], dup: bool| {
         let mut r = records(1);
-        r[0].input = Some(InputKey::of(topic, payload, dup));
+        r[0].input = Some(InputKey::of(pkid, topic, payload, dup));
         r
     };
     let mut o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
-    let first = o.append(&mut from("hub/1", b"hr=72", false)).unwrap();
+    let first = o.append(&mut from(7, "hub/1", b"hr=72", false)).unwrap();
     assert_eq!(first.accepted, vec![0]);
     // The resend, marked DUP: recognised.
-    let again = o.append(&mut from("hub/1", b"hr=72", true)).unwrap();
+    let again = o.append(&mut from(7, "hub/1", b"hr=72", true)).unwrap();
     assert_eq!((again.accepted.len(), again.redelivered), (0, 1));
-    // The same reading sent anew (no DUP) is a reading of its own, and a
-    // DUP message never stored before is stored.
-    let anew = o.append(&mut from("hub/1", b"hr=72", false)).unwrap();
+    // The same reading under a new packet id, even resent, is a reading of
+    // its own; so is a DUP message never stored before.
+    let anew = o.append(&mut from(8, "hub/1", b"hr=72", false)).unwrap();
     assert_eq!(anew.accepted, vec![1]);
-    let other_topic = o.append(&mut from("hub/2", b"hr=72", true)).unwrap();
-    assert_eq!(other_topic.accepted, vec![2]);
+    let next_resent = o.append(&mut from(9, "hub/1", b"hr=72", true)).unwrap();
+    assert_eq!(next_resent.accepted, vec![2]);
+    let other_topic = o.append(&mut from(7, "hub/2", b"hr=72", true)).unwrap();
+    assert_eq!(other_topic.accepted, vec![3]);
     // Within one batch too.
-    let mut batch = from("hub/3", b"hr=80", false);
-    batch.extend(from("hub/3", b"hr=80", true));
+    let mut batch = from(10, "hub/3", b"hr=80", false);
+    batch.extend(from(10, "hub/3", b"hr=80", true));
     let both = o.append(&mut batch).unwrap();
-    assert_eq!((both.accepted, both.redelivered), (vec![3], 1));
+    assert_eq!((both.accepted, both.redelivered), (vec![4], 1));
     drop(o);
 
     // The ledger is durable with the records.
     let mut o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
-    let after_restart = o.append(&mut from("hub/1", b"hr=72", true)).unwrap();
+    let after_restart = o.append(&mut from(7, "hub/1", b"hr=72", true)).unwrap();
     assert_eq!(after_restart.redelivered, 1);
     // It remembers the messages of the last LEDGER_SLOTS records only.
     o.append(&mut records(LEDGER_SLOTS as usize)).unwrap();
-    let long_after = o.append(&mut from("hub/1", b"hr=72", true)).unwrap();
+    let long_after = o.append(&mut from(7, "hub/1", b"hr=72", true)).unwrap();
     assert_eq!(long_after.accepted.len(), 1, "too old to be a resend");
     let keys = o.db.scan_prefix([b'L']).count() as u64;
     assert!(keys <= LEDGER_SLOTS, "the ledger does not grow: {keys}");

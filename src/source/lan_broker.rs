@@ -70,8 +70,6 @@ const PACKET_OVERHEAD: usize = 1024;
 pub struct Inbound {
     pub topic: String,
     pub payload: Bytes,
-    /// The sender marked it as a resend.
-    pub dup: bool,
     pub done: oneshot::Sender<()>,
 }
 
@@ -603,7 +601,7 @@ where
                             }
                         } else {
                             let (done, finished) = oneshot::channel();
-                            let inbound = Inbound { topic: publish.topic, payload: publish.payload, dup: publish.dup, done };
+                            let inbound = Inbound { topic: publish.topic, payload: publish.payload, done };
                             if shared.inbound.send(inbound).await.is_err() {
                                 return "gateway stopping";
                             }

@@ -111,11 +111,15 @@ impl Router {
     /// device, naming the hub's sub-device when the payload or topic says.
     /// `durable` completes once the record is durable, or at once for a
     /// message dropped (so that it is acknowledged and not sent again).
+    /// `input` identifies a site broker's message for the outbox's ledger
+    /// (none for the embedded broker: devices' packet ids repeat within a
+    /// few messages, so a resend and a new reading of the same value cannot
+    /// be told apart).
     async fn route(
         &mut self,
         topic: &str,
         payload: &[u8],
-        dup: bool,
+        input: Option<InputKey>,
         durable: oneshot::Sender<()>,
     ) -> Routing {
         let Some(routed) = self
@@ -148,7 +152,7 @@ impl Router {
                 let handover = Handover {
                     sub_device,
                     durable: Some(durable),
-                    input: Some(InputKey::of(topic, payload, dup)),
+                    input,
                 };
                 match ctx.emit(measurement, handover).await {
                     true => Routing::Handed,
@@ -222,7 +226,7 @@ async fn embedded_broker(
     };
     while let Some(message) = rx.recv().await {
         if router
-            .route(&message.topic, &message.payload, message.dup, message.done)
+            .route(&message.topic, &message.payload, None, message.done)
             .await
             == Routing::Closed
         {
@@ -317,7 +321,8 @@ async fn subscribe_broker(lan: SubscribeLan, mut router: Router, shutdown: Cance
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let topic = publish.topic.clone();
                     let (done, durable) = oneshot::channel();
-                    match router.route(&topic, &publish.payload, publish.dup, done).await {
+                    let input = InputKey::of(publish.pkid, &topic, &publish.payload, publish.dup);
+                    match router.route(&topic, &publish.payload, Some(input), done).await {
                         // Acknowledged only once the record is durable.
                         Routing::Handed => {
                             let client = client.clone();

@@ -88,7 +88,9 @@ pub fn resource(record: &Record) -> Value {
         return only;
     }
     // Several (or no) values: a collection, identified by the record id;
-    // each Observation by the record id and its metric.
+    // each Observation by the record id and its metric. FHIR allows no
+    // empty arrays: a record with no values (a session opening or closing,
+    // a machine's state change) is a Bundle without entries.
     let entries: Vec<Value> = observations
         .into_iter()
         .map(|(metric, mut obs)| {
@@ -97,13 +99,16 @@ pub fn resource(record: &Record) -> Value {
             json!({ "resource": obs })
         })
         .collect();
-    json!({
+    let mut bundle = json!({
         "resourceType": "Bundle",
         "identifier": { "system": RECORD_SYSTEM, "value": record.id },
         "type": "collection",
         "timestamp": record.received_at,
-        "entry": entries,
-    })
+    });
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    bundle
 }
 
 fn observation(

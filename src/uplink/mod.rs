@@ -236,19 +236,20 @@ impl Uplink {
                         if stop_by.is_some() {
                             break;
                         }
-                        // The next CONNECT carries a will stamped with its own time.
-                        eventloop.mqtt_options.set_last_will(StatusMessage::will(
-                            &status,
-                            &self.gateway_id,
-                            &self.site_id,
-                            u.keep_alive,
-                        ));
                         let delay = backoff.next_delay();
                         debug!(message = "Waiting before reconnecting.", delay_ms = delay.as_millis() as u64);
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
                             _ = shutdown.cancelled() => break,
                         }
+                        // The next CONNECT (at the next poll) carries a will
+                        // stamped with its own time.
+                        eventloop.mqtt_options.set_last_will(StatusMessage::will(
+                            &status,
+                            &self.gateway_id,
+                            &self.site_id,
+                            u.keep_alive,
+                        ));
                     }
                 },
                 changed = self.appended.changed(), if stop_by.is_none() && !writer_gone => {

@@ -93,8 +93,8 @@ impl Encoder for JsonRecords {
     }
 }
 
-/// One publish per record, its time corrected if need be: `make` gives the
-/// topic and payload of a record.
+/// One publish per record, as it may leave the box (time corrected, no
+/// subject that is not a pseudonym): `make` gives its topic and payload.
 pub fn one_per_record(
     records: &[Stored],
     clock: &SendClock,
@@ -104,7 +104,9 @@ pub fn one_per_record(
         .iter()
         .map(|stored| {
             let corrected = corrected(stored, clock);
-            let (topic, payload) = make(corrected.as_ref().unwrap_or(&stored.record));
+            let record = corrected.as_ref().unwrap_or(&stored.record);
+            let withheld = without_raw_subjects(record);
+            let (topic, payload) = make(withheld.as_ref().unwrap_or(record));
             Publish {
                 topic,
                 payload,
@@ -112,6 +114,35 @@ pub fn one_per_record(
             }
         })
         .collect()
+}
+
+/// A record whose subject fields hold something other than a pseudonym
+/// (records an older version buffered before subjects were pseudonymized),
+/// with those fields left out and the attribute `subject_withheld`: a raw
+/// id never leaves the box. `None` when there is nothing to withhold.
+pub fn without_raw_subjects(record: &Record) -> Option<Record> {
+    let raw = |s: &Option<String>| {
+        s.as_deref()
+            .is_some_and(|s| !crate::identity::is_pseudonym(s))
+    };
+    if !raw(&record.subject_ref) && !raw(&record.subject_ref_previous) && !raw(&record.operator_ref)
+    {
+        return None;
+    }
+    let mut record = record.clone();
+    for field in [
+        &mut record.subject_ref,
+        &mut record.subject_ref_previous,
+        &mut record.operator_ref,
+    ] {
+        if raw(field) {
+            *field = None;
+        }
+    }
+    record
+        .attributes
+        .insert("subject_withheld".into(), serde_json::Value::Bool(true));
+    Some(record)
 }
 
 /// A record taken while the clock was not yet synchronized, with its
@@ -135,6 +166,33 @@ pub fn corrected(stored: &Stored, clock: &SendClock) -> Option<Record> {
 mod tests {
     use super::*;
     use crate::record::{Measurement, Origin, Transport};
+
+    #[test]
+    fn a_subject_that_is_not_a_pseudonym_never_leaves() {
+        let mut s = stored(0, "dev", 0);
+        let pseudonym = format!("psn1:{}", "a1".repeat(32));
+        s.record.subject_ref = Some("110101199003071234".into());
+        s.record.operator_ref = Some(pseudonym.clone());
+        let topics = Topics {
+            prefix: "fitedge".into(),
+            site_id: "site-a".into(),
+            gateway_id: "gw-1".into(),
+        };
+        for encoder in [
+            &JsonRecords as &dyn Encoder,
+            &crate::uplink::FhirObservations,
+        ] {
+            let publish = &encoder.encode(std::slice::from_ref(&s), &topics, &SendClock::now())[0];
+            let text = String::from_utf8_lossy(&publish.payload);
+            assert!(!text.contains("110101199003071234"), "{text}");
+        }
+        let sent = without_raw_subjects(&s.record).unwrap();
+        assert_eq!(sent.subject_ref, None);
+        assert_eq!(sent.operator_ref, Some(pseudonym), "a pseudonym stays");
+        assert_eq!(sent.attributes["subject_withheld"], true);
+        s.record.subject_ref = None;
+        assert!(without_raw_subjects(&s.record).is_none());
+    }
 
     fn stored(seq: u64, device: &str, uptime_ms: u64) -> Stored {
         let origin = Origin {
