@@ -147,8 +147,16 @@ pub(super) fn split_slot(seq: u64, value: &[u8]) -> Result<(Stamp, &[u8]), Strin
 /// Slot `seq` as the uplink reads it: header and parsed record.
 pub(super) fn decode_slot(seq: u64, value: &[u8]) -> Result<Stored, String> {
     let (stamp, json) = split_slot(seq, value)?;
-    let record: Record =
-        serde_json::from_slice(json).map_err(|e| format!("an unreadable record ({e})"))?;
+    // serde's message can quote the stored text (a subject among it): only
+    // the kind of error and where it is are told, in logs and quarantine.
+    let record: Record = serde_json::from_slice(json).map_err(|e| {
+        format!(
+            "an unreadable record ({:?} error at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        )
+    })?;
     if record.seq != seq {
         return Err(format!("a record numbered {}", record.seq));
     }

@@ -348,6 +348,11 @@ fn unreadable_or_misnumbered_slots_are_quarantined_and_the_rest_read() {
         Some(crate::codec::hex::hex(&misnumbered).as_str())
     );
     assert!(entries.iter().all(|e| !e.error.is_empty()));
+    assert!(
+        entries[0].error.contains("Eof error"),
+        "{}",
+        entries[0].error
+    );
     let mode = std::fs::metadata(Quarantine::path_for(&dir))
         .unwrap()
         .permissions();
@@ -559,4 +564,25 @@ fn a_message_sent_again_after_its_record_was_stored_is_not_stored_twice() {
     assert_eq!(long_after.accepted.len(), 1, "too old to be a resend");
     let keys = o.db.scan_prefix([b'L']).count() as u64;
     assert!(keys <= LEDGER_SLOTS, "the ledger does not grow: {keys}");
+}
+
+#[test]
+fn why_a_slot_is_unreadable_never_quotes_what_it_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("buffer");
+    let mut o = Outbox::open(&dir, options(16, FullPolicy::DropOldest)).unwrap();
+    o.append(&mut records(1)).unwrap();
+    let good = raw_slot(&o, 0);
+    let json = serde_json::to_vec(&o.read(0, 1).unwrap()[0].record).unwrap();
+    let mut slot = good[..good.len() - json.len()].to_vec();
+    // A type error whose text serde would quote: an id where a number goes.
+    slot.extend_from_slice(br#"{"schema":"fitedge.record.v1","seq":"110101199003071234"}"#);
+    o.db.insert(slot_key(0, 16), slot).unwrap();
+    assert!(o.read(0, 1).unwrap().is_empty());
+    let mut out = Vec::new();
+    export_quarantine(&dir, &mut out).unwrap();
+    let entry: QuarantineEntry =
+        serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert!(!entry.error.contains("1101011990"), "{}", entry.error);
+    assert!(entry.error.contains("Data error"), "{}", entry.error);
 }
